@@ -1,0 +1,109 @@
+"""chatstream: an async-first streaming SDK for chat models.
+
+Every chat model is an async generator of `AIMessageChunk`; ``ainvoke``, ``abatch``,
+``agenerate`` and the sync twins are all derived from that one stream.
+"""
+
+from .defaults import create_chat_model as create_chat_model
+from .errors import APIConnectionError as APIConnectionError
+from .errors import APITimeoutError as APITimeoutError
+from .errors import AuthenticationError as AuthenticationError
+from .errors import BadRequestError as BadRequestError
+from .errors import ChatStreamError as ChatStreamError
+from .errors import ClosedError as ClosedError
+from .errors import InputTypeError as InputTypeError
+from .errors import InvalidInputError as InvalidInputError
+from .errors import InvalidParameterError as InvalidParameterError
+from .errors import MissingVariableError as MissingVariableError
+from .errors import NotFoundError as NotFoundError
+from .errors import OverloadedError as OverloadedError
+from .errors import PermissionDeniedError as PermissionDeniedError
+from .errors import ProviderError as ProviderError
+from .errors import RateLimitError as RateLimitError
+from .errors import ServerError as ServerError
+from .errors import StreamInterruptedError as StreamInterruptedError
+from .errors import StreamProtocolError as StreamProtocolError
+from .inputs import LanguageModelInput as LanguageModelInput
+from .inputs import MessageLike as MessageLike
+from .inputs import to_messages as to_messages
+from .messages import AIMessage as AIMessage
+from .messages import AIMessageChunk as AIMessageChunk
+from .messages import AnyMessage as AnyMessage
+from .messages import BaseMessage as BaseMessage
+from .messages import ChatMessage as ChatMessage
+from .messages import FunctionMessage as FunctionMessage
+from .messages import HumanMessage as HumanMessage
+from .messages import InvalidToolCall as InvalidToolCall
+from .messages import SystemMessage as SystemMessage
+from .messages import ToolCall as ToolCall
+from .messages import ToolCallChunk as ToolCallChunk
+from .messages import ToolMessage as ToolMessage
+from .messages import UsageMetadata as UsageMetadata
+from .messages import merge_chunks as merge_chunks
+from .messages import messages_from_dict as messages_from_dict
+from .model import BaseChatModel as BaseChatModel
+from .model import RunConfig as RunConfig
+from .outputs import ChatGeneration as ChatGeneration
+from .outputs import ChatGenerationChunk as ChatGenerationChunk
+from .outputs import LLMResult as LLMResult
+from .outputs import RunInfo as RunInfo
+from .prompts import ChatPromptTemplate as ChatPromptTemplate
+from .prompts import ChatPromptValue as ChatPromptValue
+from .prompts import PromptValue as PromptValue
+from .prompts import StringPromptValue as StringPromptValue
+from .runs import Run as Run
+from .streams import ChatStream as ChatStream
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AIMessage",
+    "AIMessageChunk",
+    "APIConnectionError",
+    "APITimeoutError",
+    "AnyMessage",
+    "AuthenticationError",
+    "BadRequestError",
+    "BaseChatModel",
+    "BaseMessage",
+    "ChatGeneration",
+    "ChatGenerationChunk",
+    "ChatMessage",
+    "ChatPromptTemplate",
+    "ChatPromptValue",
+    "ChatStream",
+    "ChatStreamError",
+    "ClosedError",
+    "FunctionMessage",
+    "HumanMessage",
+    "InputTypeError",
+    "InvalidInputError",
+    "InvalidParameterError",
+    "InvalidToolCall",
+    "LLMResult",
+    "LanguageModelInput",
+    "MessageLike",
+    "MissingVariableError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "PromptValue",
+    "ProviderError",
+    "RateLimitError",
+    "Run",
+    "RunConfig",
+    "RunInfo",
+    "ServerError",
+    "StreamInterruptedError",
+    "StreamProtocolError",
+    "StringPromptValue",
+    "SystemMessage",
+    "ToolCall",
+    "ToolCallChunk",
+    "ToolMessage",
+    "UsageMetadata",
+    "create_chat_model",
+    "merge_chunks",
+    "messages_from_dict",
+    "to_messages",
+]

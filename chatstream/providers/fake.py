@@ -1,0 +1,139 @@
+"""`FakeChatModel`: a scripted model for tests of code that uses chatstream.
+
+It streams scripted answers token by token, optionally with delays, tool-call fragments, usage
+and an error injected after some chunks, through the same paths as a real provider.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar, final
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .._compat import override
+from ..messages import AIMessageChunk, BaseMessage, ToolCallChunk, UsageMetadata
+from ..model import BaseChatModel
+
+__all__ = ["FakeChatModel", "FakeResponse", "split_tokens"]
+
+_TOKEN = re.compile(r"\s*\S+|\s+")
+
+
+def split_tokens(text: str) -> list[str]:
+    """Split text into word-like pieces that keep their leading spaces (``" world"``)."""
+    return _TOKEN.findall(text)
+
+
+def _until_stop(pieces: list[str], stop: list[str] | None) -> list[str]:
+    text = "".join(pieces)
+    cut = min((i for i in (text.find(s) for s in stop or ()) if i >= 0), default=-1)
+    if cut < 0:
+        return pieces
+    kept: list[str] = []
+    for piece in pieces:
+        room = cut - sum(map(len, kept))
+        if room <= 0:
+            break
+        kept.append(piece[:room])
+    return kept
+
+
+@final
+class FakeResponse(BaseModel):
+    """One scripted answer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    text: str = ""
+    """The answer text, streamed with `split_tokens` unless ``chunks`` is given."""
+    chunks: list[str] | None = None
+    """Exactly these content pieces, instead of splitting ``text``."""
+    tool_call_chunks: list[ToolCallChunk] = Field(default_factory=list)
+    """Tool-call fragments, each streamed as a chunk of its own after the text."""
+    finish_reason: str = "stop"
+    """Reported in the last chunk's ``response_metadata``."""
+    usage: UsageMetadata | None = None
+    """Reported in the last chunk; by default input and output pieces are counted."""
+    error: Exception | None = None
+    """Raised after ``error_after`` chunks, instead of finishing."""
+    error_after: int = 0
+    """How many chunks to stream before raising ``error``."""
+
+    def pieces(self) -> list[str]:
+        """The content pieces this answer streams."""
+        return list(self.chunks) if self.chunks is not None else split_tokens(self.text)
+
+
+@final
+class FakeChatModel(BaseChatModel):
+    """Streams scripted answers in turn (cycling), with no network.
+
+    Example:
+        >>> model = FakeChatModel(responses=["Hello there!"])
+        >>> model.invoke("Hi").content
+        'Hello there!'
+    """
+
+    call_params: ClassVar[frozenset[str]] = frozenset({"delay"})
+
+    responses: Sequence[str | FakeResponse] = ()
+    """The answers, used in turn (wrapping around) when ``answers`` has none for the question."""
+    answers: Mapping[str, str | FakeResponse] = Field(default_factory=dict)
+    """Answers by the text of the last input message; unlike ``responses``, these do not depend
+    on the order in which concurrent calls start."""
+    delay: float = 0.0
+    """Seconds to sleep before each chunk."""
+    model: str = "fake-chat-model"
+    """Reported as ``model_name``."""
+
+    _calls: int = PrivateAttr(default=0)
+
+    @property
+    @override
+    def model_name(self) -> str:
+        """The ``model`` setting."""
+        return self.model
+
+    def _next_response(self, messages: list[BaseMessage]) -> FakeResponse:
+        question = messages[-1].text if messages else ""
+        if question in self.answers:
+            item = self.answers[question]
+        elif self.responses:
+            item = self.responses[self._calls % len(self.responses)]
+        else:
+            raise ValueError(f"FakeChatModel has no answer for {question!r} and no responses")
+        self._calls += 1
+        return FakeResponse(text=item) if isinstance(item, str) else item
+
+    @override
+    async def _astream(
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        response = self._next_response(messages)
+        delay = params.get("delay", self.delay)
+        pieces = _until_stop(response.pieces(), stop)
+        chunks = [AIMessageChunk(piece) for piece in pieces]
+        chunks += [
+            AIMessageChunk(tool_call_chunks=[fragment]) for fragment in response.tool_call_chunks
+        ]
+        for sent, chunk in enumerate(chunks):
+            if response.error is not None and sent == response.error_after:
+                raise response.error
+            if delay:
+                await anyio.sleep(delay)
+            yield chunk
+        if response.error is not None:
+            raise response.error
+        input_tokens = sum(len(split_tokens(message.text)) for message in messages)
+        usage = response.usage or UsageMetadata(
+            input_tokens=input_tokens,
+            output_tokens=len(pieces),
+            total_tokens=input_tokens + len(pieces),
+        )
+        yield AIMessageChunk(
+            response_metadata={"finish_reason": response.finish_reason, "model_name": self.model},
+            usage_metadata=usage,
+        )
