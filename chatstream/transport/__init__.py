@@ -1,0 +1,1 @@
+"""HTTP transport: connections, retries, error mapping and the SSE/NDJSON stream decoders."""
