@@ -1,0 +1,1 @@
+"""Local protocol servers and test helpers, importable by users for their own tests."""
