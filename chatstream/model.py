@@ -303,9 +303,10 @@ class BaseChatModel(BaseModel, ABC):
     ) -> LLMResult:
         """Answer several conversations concurrently and return an `LLMResult`.
 
-        The result has one generation list per input (with ``finish_reason`` in
-        ``generation_info``), ``llm_output`` with the summed ``token_usage`` and the
-        ``model_name``, and one `RunInfo` per input.
+        The result has one generation list per input (one generation per choice when the
+        provider returns ``n > 1``, each with ``finish_reason`` in ``generation_info``),
+        ``llm_output`` with the summed ``token_usage`` and the ``model_name``, and one `RunInfo`
+        per input. ``ainvoke`` returns the first choice.
         """
         if isinstance(messages, str) or not isinstance(messages, Sequence):
             raise InvalidInputError(
@@ -319,9 +320,11 @@ class BaseChatModel(BaseModel, ABC):
         await _gather(calls, _limit(None, config), return_exceptions=False)
         reported = [run.output.response_metadata.get("model_name") for run in runs]
         return LLMResult(
-            generations=[[_generation(run)] for run in runs],
+            generations=[_generations(run) for run in runs],
             llm_output={
-                "token_usage": token_usage(run.usage for run in runs),
+                "token_usage": token_usage(
+                    output.usage_metadata for run in runs for output in run.outputs
+                ),
                 "model_name": next((name for name in reported if name), self.model_name),
             },
             run=[RunInfo(run_id=run.id) for run in runs],
@@ -444,17 +447,20 @@ class BaseChatModel(BaseModel, ABC):
         sync.run(self.aclose)
 
 
-def _message(run: Run) -> AIMessage:
-    message = run.output.to_message()
+def _message(run: Run, output: AIMessageChunk | None = None) -> AIMessage:
+    message = (output or run.output).to_message()
     if message.id is None:
         message = message.model_copy(update={"id": f"run-{run.id}"})
     return message
 
 
-def _generation(run: Run) -> ChatGeneration:
-    finish_reason = run.output.response_metadata.get("finish_reason")
-    info = {"finish_reason": finish_reason} if finish_reason is not None else None
-    return ChatGeneration(message=_message(run), generation_info=info)
+def _generations(run: Run) -> list[ChatGeneration]:
+    generations = []
+    for output in run.outputs:
+        finish_reason = output.response_metadata.get("finish_reason")
+        info = {"finish_reason": finish_reason} if finish_reason is not None else None
+        generations.append(ChatGeneration(message=_message(run, output), generation_info=info))
+    return generations
 
 
 def _limit(max_concurrency: int | None, config: RunConfig | None) -> int | None:

@@ -17,7 +17,21 @@ from .messages import AIMessageChunk, BaseMessage, UsageMetadata, merge_chunks
 if TYPE_CHECKING:
     from uuid import UUID
 
-__all__ = ["Run"]
+__all__ = ["CHOICE_INDEX", "Run", "merge_choices"]
+
+CHOICE_INDEX = "choice_index"
+"""The ``response_metadata`` key that marks which choice a chunk belongs to when ``n > 1``."""
+
+
+def merge_choices(chunks: list[AIMessageChunk]) -> list[AIMessageChunk]:
+    """Merge chunks per choice; a single merged chunk when no chunk names a choice."""
+    groups: dict[int, list[AIMessageChunk]] = {}
+    for chunk in chunks:
+        index = chunk.response_metadata.get(CHOICE_INDEX, 0) if chunk.response_metadata else 0
+        groups.setdefault(index, []).append(chunk)
+    if len(groups) <= 1:
+        return [merge_chunks(chunks)]
+    return [merge_chunks(groups[index]) for index in sorted(groups)]
 
 
 @final
@@ -54,7 +68,7 @@ class Run:
     """Every chunk streamed so far, in order."""
     error: BaseException | None = None
     """What ended the call, if it did not end normally (cancellation included)."""
-    _output: AIMessageChunk | None = None
+    _outputs: list[AIMessageChunk] | None = None
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
@@ -62,19 +76,32 @@ class Run:
         return [message.model_dump(mode="json") for message in self.messages]
 
     @property
-    def output(self) -> AIMessageChunk:
-        """The chunks merged so far (merged once, when first asked for after the end)."""
-        if self._output is not None:
-            return self._output
-        merged = merge_chunks(self.chunks)
+    def outputs(self) -> list[AIMessageChunk]:
+        """The chunks merged per choice, in choice order (several only when ``n > 1``).
+
+        Providers mark the chunks of a multi-choice response with ``response_metadata
+        ["choice_index"]``; chunks without it belong to choice 0.
+        """
+        if self._outputs is not None:
+            return self._outputs
+        merged = merge_choices(self.chunks)
         if self.end_time is not None:
-            self._output = merged
+            self._outputs = merged
         return merged
 
     @property
+    def output(self) -> AIMessageChunk:
+        """The first choice's chunks merged so far (merged once, when asked for after the end)."""
+        return self.outputs[0]
+
+    @property
     def usage(self) -> UsageMetadata | None:
-        """Token usage reported by the provider, summed over the chunks."""
-        return self.output.usage_metadata
+        """Token usage reported by the provider, summed over the chunks of every choice."""
+        return (
+            merge_chunks(self.outputs).usage_metadata
+            if len(self.outputs) > 1
+            else self.output.usage_metadata
+        )
 
     @property
     def latency(self) -> float | None:

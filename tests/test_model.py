@@ -309,3 +309,33 @@ async def test_custom_model_needs_only_astream() -> None:
         "token_usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         "model_name": "Echo",
     }
+
+
+class TwoChoices(BaseChatModel):
+    """Streams two interleaved choices, as OpenAI does for n=2."""
+
+    async def _astream(
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        for index, text in [(0, "A"), (1, "x"), (0, "B"), (1, "y")]:
+            yield AIMessageChunk(text, response_metadata={"choice_index": index})
+        yield AIMessageChunk(response_metadata={"choice_index": 0, "finish_reason": "stop"})
+        yield AIMessageChunk(response_metadata={"choice_index": 1, "finish_reason": "length"})
+        yield AIMessageChunk(
+            usage_metadata={"input_tokens": 5, "output_tokens": 4, "total_tokens": 9}
+        )
+
+
+async def test_multiple_choices_become_one_generation_each() -> None:
+    result = await TwoChoices().agenerate([["q"]])
+    assert [(g.text, g.generation_info) for g in result.generations[0]] == [
+        ("AB", {"finish_reason": "stop"}),
+        ("xy", {"finish_reason": "length"}),
+    ]
+    assert result.llm_output is not None
+    assert result.llm_output["token_usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 4,
+        "total_tokens": 9,
+    }
+    assert (await TwoChoices().ainvoke("q")).content == "AB"
