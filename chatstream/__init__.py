@@ -4,6 +4,7 @@ Every chat model is an async generator of `AIMessageChunk`; ``ainvoke``, ``abatc
 ``agenerate`` and the sync twins are all derived from that one stream.
 """
 
+from .callbacks import CallbackHandler as CallbackHandler
 from .defaults import create_chat_model as create_chat_model
 from .errors import APIConnectionError as APIConnectionError
 from .errors import APITimeoutError as APITimeoutError
@@ -51,8 +52,14 @@ from .prompts import ChatPromptTemplate as ChatPromptTemplate
 from .prompts import ChatPromptValue as ChatPromptValue
 from .prompts import PromptValue as PromptValue
 from .prompts import StringPromptValue as StringPromptValue
+from .runlog import RunLog as RunLog
+from .runlog import RunLogPatch as RunLogPatch
 from .runs import Run as Run
+from .runs import RunObserver as RunObserver
+from .runs import current_run as current_run
 from .streams import ChatStream as ChatStream
+from .trace import trace as trace
+from .trace import traceable as traceable
 
 __version__ = "0.1.0"
 
@@ -66,6 +73,7 @@ __all__ = [
     "BadRequestError",
     "BaseChatModel",
     "BaseMessage",
+    "CallbackHandler",
     "ChatGeneration",
     "ChatGenerationChunk",
     "ChatMessage",
@@ -93,6 +101,9 @@ __all__ = [
     "Run",
     "RunConfig",
     "RunInfo",
+    "RunLog",
+    "RunLogPatch",
+    "RunObserver",
     "ServerError",
     "StreamInterruptedError",
     "StreamProtocolError",
@@ -103,7 +114,10 @@ __all__ = [
     "ToolMessage",
     "UsageMetadata",
     "create_chat_model",
+    "current_run",
     "merge_chunks",
     "messages_from_dict",
     "to_messages",
+    "trace",
+    "traceable",
 ]

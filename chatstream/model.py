@@ -11,17 +11,18 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, overload
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from . import sync
+from . import runlog, sync
 from ._compat import BaseExceptionGroup, Self, TypedDict
+from .callbacks import Callbacks
 from .errors import ClosedError, InvalidInputError, InvalidParameterError
 from .inputs import LanguageModelInput, to_messages
 from .outputs import ChatGeneration, LLMResult, RunInfo, token_usage
-from .runs import Run
+from .runs import Run, RunObserver
 from .streams import ChatStream
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from .messages import AIMessage, AIMessageChunk, BaseMessage
+    from .runlog import RunLog, RunLogPatch
 
 __all__ = ["BaseChatModel", "RunConfig"]
 
@@ -121,8 +123,8 @@ class BaseChatModel(BaseModel, ABC):
         config = config or {}
         invocation = {name: getattr(self, name) for name in self.call_params}
         invocation.update(params, model=self.model_name, stop=stop)
-        run = Run(
-            name=config.get("run_name") or type(self).__name__,
+        run = Run.create(
+            config.get("run_name") or type(self).__name__,
             messages=to_messages(input, where=where),
             invocation_params=invocation,
             tags=[*self.tags, *config.get("tags", ())],
@@ -139,17 +141,36 @@ class BaseChatModel(BaseModel, ABC):
         stop: list[str] | None,
         config: RunConfig | None,
         params: dict[str, Any],
+        observer: RunObserver | None = None,
     ) -> AsyncGenerator[AIMessageChunk, None]:
         # The one loop every call goes through: it feeds the run each chunk exactly once.
         if run is None:
             run = self._start(input, stop, config, params)
+        if observer is not None:
+            run.observers.insert(0, observer)
+        callbacks = Callbacks.of(self.callbacks, (config or {}).get("callbacks"))
+        run.start()
+        if callbacks:
+            await callbacks.chat_model_start(run)
         stream = self._astream(run.messages, stop=stop, **params)
+        # The run is the current one only while the provider works, so that calls it makes
+        # become its children; the caller's context never sees it.
+        token = run.enter()
+        entered = True
         try:
             async for chunk in stream:
+                run.leave(token)
+                entered = False
                 run.add_chunk(chunk)
+                if callbacks:
+                    await callbacks.new_token(chunk, run)
                 yield chunk
+                token = run.enter()
+                entered = True
         except Exception as exc:
             error = run.fail(exc)
+            if callbacks:
+                await callbacks.error(error, run.output if run.chunks else None, run)
             if error is exc:
                 raise
             raise error from exc
@@ -157,10 +178,14 @@ class BaseChatModel(BaseModel, ABC):
             run.fail(exc)
             raise
         finally:
+            if entered:
+                run.leave(token)
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
         run.end()
+        if callbacks:
+            await callbacks.end(run.final_output, run)
 
     def astream(
         self,
@@ -177,6 +202,82 @@ class BaseChatModel(BaseModel, ABC):
         """
         return ChatStream(self._stream_run(None, input, stop, config, params))
 
+    @overload
+    def astream_log(
+        self,
+        input: LanguageModelInput,
+        *,
+        diff: Literal[True] = True,
+        with_streamed_output_list: bool = True,
+        include_names: Sequence[str] | None = None,
+        include_types: Sequence[str] | None = None,
+        include_tags: Sequence[str] | None = None,
+        exclude_names: Sequence[str] | None = None,
+        exclude_types: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+        stop: list[str] | None = None,
+        config: RunConfig | None = None,
+        **params: Any,
+    ) -> ChatStream[RunLogPatch]: ...
+
+    @overload
+    def astream_log(
+        self,
+        input: LanguageModelInput,
+        *,
+        diff: Literal[False],
+        with_streamed_output_list: bool = True,
+        include_names: Sequence[str] | None = None,
+        include_types: Sequence[str] | None = None,
+        include_tags: Sequence[str] | None = None,
+        exclude_names: Sequence[str] | None = None,
+        exclude_types: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+        stop: list[str] | None = None,
+        config: RunConfig | None = None,
+        **params: Any,
+    ) -> ChatStream[RunLog]: ...
+
+    def astream_log(
+        self,
+        input: LanguageModelInput,
+        *,
+        diff: bool = True,
+        with_streamed_output_list: bool = True,
+        include_names: Sequence[str] | None = None,
+        include_types: Sequence[str] | None = None,
+        include_tags: Sequence[str] | None = None,
+        exclude_names: Sequence[str] | None = None,
+        exclude_types: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+        stop: list[str] | None = None,
+        config: RunConfig | None = None,
+        **params: Any,
+    ) -> ChatStream[RunLogPatch] | ChatStream[RunLog]:
+        """Stream the call as JSON-patch `RunLogPatch`es, each made as its chunk arrives.
+
+        The first patch replaces ``''`` with the initial state, each chunk adds to
+        ``/streamed_output``, and the last sets ``/final_output`` (or, on failure, ``/error``
+        with the partial output, before the error is raised). Runs started inside this one
+        appear under ``/logs/<name>`` when they pass the include/exclude filters (by name,
+        run type and tag). With ``diff=False`` it yields the accumulated `RunLog` instead.
+        """
+        tracker = runlog.LogTracker(
+            with_streamed_output_list=with_streamed_output_list,
+            include_names=include_names,
+            include_types=include_types,
+            include_tags=include_tags,
+            exclude_names=exclude_names,
+            exclude_types=exclude_types,
+            exclude_tags=exclude_tags,
+        )
+        chunks = self._stream_run(None, input, stop, config, params, observer=tracker)
+        # ``diff`` decides which of the two kinds the stream yields; the overloads say so.
+        return cast(
+            "ChatStream[RunLogPatch] | ChatStream[RunLog]",
+            ChatStream(runlog.stream_log(tracker, chunks, diff=diff)),
+        )
+
     async def ainvoke(
         self,
         input: LanguageModelInput,
@@ -187,11 +288,13 @@ class BaseChatModel(BaseModel, ABC):
     ) -> AIMessage:
         """The whole answer: the stream merged into one `AIMessage`."""
         run = self._start(input, stop, config, params)
-        await self._drain(run, stop, params)
+        await self._drain(run, stop, config, params)
         return _message(run)
 
-    async def _drain(self, run: Run, stop: list[str] | None, params: dict[str, Any]) -> None:
-        async with aclosing(self._stream_run(run, run.messages, stop, None, params)) as stream:
+    async def _drain(
+        self, run: Run, stop: list[str] | None, config: RunConfig | None, params: dict[str, Any]
+    ) -> None:
+        async with aclosing(self._stream_run(run, run.messages, stop, config, params)) as stream:
             async for _ in stream:
                 pass
 
@@ -290,7 +393,7 @@ class BaseChatModel(BaseModel, ABC):
         params: dict[str, Any],
     ) -> AIMessage:
         run = self._start(input, stop, config, params, where=where)
-        await self._drain(run, stop, params)
+        await self._drain(run, stop, config, params)
         return _message(run)
 
     async def agenerate(
@@ -316,7 +419,7 @@ class BaseChatModel(BaseModel, ABC):
             self._start(item, stop, config, params, where=f"messages[{i}]")
             for i, item in enumerate(messages)
         ]
-        calls = [partial(self._drain, run, stop, params) for run in runs]
+        calls = [partial(self._drain, run, stop, config, params) for run in runs]
         await _gather(calls, _limit(None, config), return_exceptions=False)
         reported = [run.output.response_metadata.get("model_name") for run in runs]
         return LLMResult(
@@ -374,6 +477,43 @@ class BaseChatModel(BaseModel, ABC):
     ) -> Iterator[AIMessageChunk]:
         """Sync `astream`: chunks as they arrive; closing the iterator stops the call."""
         return sync.iterate(partial(self.astream, input, stop=stop, config=config, **params))
+
+    def stream_log(
+        self,
+        input: LanguageModelInput,
+        *,
+        diff: bool = True,
+        with_streamed_output_list: bool = True,
+        include_names: Sequence[str] | None = None,
+        include_types: Sequence[str] | None = None,
+        include_tags: Sequence[str] | None = None,
+        exclude_names: Sequence[str] | None = None,
+        exclude_types: Sequence[str] | None = None,
+        exclude_tags: Sequence[str] | None = None,
+        stop: list[str] | None = None,
+        config: RunConfig | None = None,
+        **params: Any,
+    ) -> Iterator[RunLogPatch | RunLog]:
+        """Sync `astream_log`."""
+        filters = {
+            "include_names": include_names,
+            "include_types": include_types,
+            "include_tags": include_tags,
+            "exclude_names": exclude_names,
+            "exclude_types": exclude_types,
+            "exclude_tags": exclude_tags,
+        }
+        call = partial(
+            self.astream_log,
+            input,
+            diff=diff,
+            with_streamed_output_list=with_streamed_output_list,
+            stop=stop,
+            config=config,
+            **filters,
+            **params,
+        )
+        return sync.iterate(call)
 
     @overload
     def batch(

@@ -1,26 +1,80 @@
-"""`Run`: the record of one model call, fed each chunk once as it streams.
+"""`Run`: the record of one call, fed each chunk once as it streams, and who observes it.
 
 A run knows its inputs, invocation parameters, times, chunks, merged output, usage and error.
-Everything that observes calls (callbacks, run logs, tracing) reads runs; nothing re-derives them.
+Everything that watches calls (run logs, tracers) is a `RunObserver` of runs; nothing re-derives
+them. The run being executed is kept in a context variable, so calls made inside it (or inside a
+``chatstream.trace`` block) become its children.
 """
 
 from __future__ import annotations
 
+import contextvars
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 from .errors import ChatStreamError, StreamInterruptedError
 from .messages import AIMessageChunk, BaseMessage, UsageMetadata, merge_chunks
+from .outputs import ChatGeneration, LLMResult, token_usage
 
 if TYPE_CHECKING:
     from uuid import UUID
 
-__all__ = ["CHOICE_INDEX", "Run", "merge_choices"]
+__all__ = [
+    "CHOICE_INDEX",
+    "Run",
+    "RunObserver",
+    "current_run",
+    "global_observers",
+    "merge_choices",
+]
 
 CHOICE_INDEX = "choice_index"
 """The ``response_metadata`` key that marks which choice a chunk belongs to when ``n > 1``."""
+
+_CURRENT: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
+    "chatstream_current_run", default=None
+)
+
+
+def current_run() -> Run | None:
+    """The run whose code is executing now (a model's stream or a traced step), if any."""
+    return _CURRENT.get()
+
+
+class RunObserver(Protocol):
+    """Watches runs as they happen. Called on the event loop: it must be quick and not block.
+
+    Run-log trackers and tracers are observers. An observer with ``inherit = True`` also sees
+    every run started inside the runs it observes.
+    """
+
+    inherit: bool
+
+    def on_start(self, run: Run) -> None:
+        """The run started."""
+
+    def on_chunk(self, run: Run, chunk: AIMessageChunk) -> None:
+        """The run streamed a chunk (already recorded on the run)."""
+
+    def on_end(self, run: Run) -> None:
+        """The run finished normally."""
+
+    def on_error(self, run: Run, error: BaseException) -> None:
+        """The run failed or was cancelled; ``run.error`` is set."""
+
+
+def global_observers() -> list[RunObserver]:
+    """Observers that watch every run: the tracer, when ``CHATSTREAM_TRACING`` turns it on."""
+    if not os.environ.get("CHATSTREAM_TRACING", "").strip():
+        return []
+    # Imported only when asked for, so that `import chatstream` never loads the tracing sinks.
+    from .tracing import tracer_from_env
+
+    tracer = tracer_from_env()
+    return [] if tracer is None else [tracer]
 
 
 def merge_choices(chunks: list[AIMessageChunk]) -> list[AIMessageChunk]:
@@ -37,23 +91,24 @@ def merge_choices(chunks: list[AIMessageChunk]) -> list[AIMessageChunk]:
 @final
 @dataclass(eq=False, slots=True)
 class Run:
-    """One model call: created when the call starts, fed every chunk, closed at its end.
+    """One call: created when the call starts, fed every chunk, closed at its end.
 
-    Times are seconds since the epoch (``time.time()``).
+    Model calls are ``run_type="chat_model"``; ``chatstream.trace`` steps are ``"chain"`` runs
+    with free-form ``inputs``/``outputs``. Times are seconds since the epoch (``time.time()``).
     """
 
     name: str
-    """The model class name, or the ``run_name`` given in the call's config."""
-    messages: list[BaseMessage]
-    """The input, as messages."""
-    invocation_params: dict[str, Any]
+    """The model class name, the ``run_name`` given in the call's config, or the step's name."""
+    messages: list[BaseMessage] = field(default_factory=list)
+    """A model call's input, as messages."""
+    invocation_params: dict[str, Any] = field(default_factory=dict)
     """The model and the parameters the call used (never a secret)."""
     id: UUID = field(default_factory=uuid.uuid4)
     """A fresh uuid4, unless the config gave one."""
     parent_run_id: UUID | None = None
-    """The enclosing run, when the call ran inside a traced step."""
+    """The enclosing run, when the call ran inside another run or a traced step."""
     run_type: str = "chat_model"
-    """Always ``"chat_model"`` for model calls."""
+    """``"chat_model"`` for model calls, ``"chain"`` for traced steps."""
     tags: list[str] = field(default_factory=list)
     """Tags from the model and the call's config."""
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -68,12 +123,31 @@ class Run:
     """Every chunk streamed so far, in order."""
     error: BaseException | None = None
     """What ended the call, if it did not end normally (cancellation included)."""
+    step_inputs: dict[str, Any] | None = None
+    """A traced step's inputs (model calls have ``messages`` instead)."""
+    step_outputs: Any = None
+    """A traced step's return value."""
+    observers: list[RunObserver] = field(default_factory=list)
+    """Who is told about this run as it happens."""
     _outputs: list[AIMessageChunk] | None = None
+    _final_output: LLMResult | None = None
+
+    @classmethod
+    def create(cls, name: str, **fields: Any) -> Run:
+        """A run whose parent and observers come from the run executing now, if any."""
+        parent = _CURRENT.get()
+        observers = global_observers()
+        if parent is not None:
+            fields.setdefault("parent_run_id", parent.id)
+            observers = [o for o in parent.observers if o.inherit] + observers
+        return cls(name=name, observers=observers, **fields)
 
     @property
-    def inputs(self) -> list[dict[str, Any]]:
-        """The input messages as JSON-ready dicts."""
-        return [message.model_dump(mode="json") for message in self.messages]
+    def inputs(self) -> dict[str, Any]:
+        """The inputs as JSON-ready data: ``{"messages": [...]}`` for a model call."""
+        if self.step_inputs is not None:
+            return self.step_inputs
+        return {"messages": [message.model_dump(mode="json") for message in self.messages]}
 
     @property
     def outputs(self) -> list[AIMessageChunk]:
@@ -95,31 +169,64 @@ class Run:
         return self.outputs[0]
 
     @property
+    def final_output(self) -> LLMResult:
+        """The outcome as an `LLMResult` with one generation per choice (``run`` left empty)."""
+        if self._final_output is not None:
+            return self._final_output
+        result = LLMResult(
+            generations=[[_generation(output) for output in self.outputs]],
+            llm_output={
+                "token_usage": token_usage(output.usage_metadata for output in self.outputs),
+                "model_name": self.output.response_metadata.get("model_name")
+                or self.invocation_params.get("model"),
+            },
+        )
+        if self.end_time is not None:
+            self._final_output = result
+        return result
+
+    @property
     def usage(self) -> UsageMetadata | None:
         """Token usage reported by the provider, summed over the chunks of every choice."""
-        return (
-            merge_chunks(self.outputs).usage_metadata
-            if len(self.outputs) > 1
-            else self.output.usage_metadata
-        )
+        outputs = self.outputs
+        return (merge_chunks(outputs) if len(outputs) > 1 else outputs[0]).usage_metadata
 
     @property
     def latency(self) -> float | None:
         """Seconds from start to end, once ended."""
         return None if self.end_time is None else self.end_time - self.start_time
 
+    def enter(self) -> contextvars.Token[Run | None]:
+        """Make this the current run (for code that runs on its behalf); see `leave`."""
+        return _CURRENT.set(self)
+
+    @staticmethod
+    def leave(token: contextvars.Token[Run | None]) -> None:
+        """Restore the current run saved by `enter`."""
+        _CURRENT.reset(token)
+
+    def start(self) -> None:
+        """Tell the observers the run started."""
+        for observer in self.observers:
+            observer.on_start(self)
+
     def add_chunk(self, chunk: AIMessageChunk) -> None:
-        """Record one streamed chunk."""
+        """Record one streamed chunk and tell the observers."""
         if self.first_token_time is None:
             self.first_token_time = time.time()
         self.chunks.append(chunk)
+        for observer in self.observers:
+            observer.on_chunk(self, chunk)
 
-    def end(self) -> None:
-        """Mark the call finished normally."""
+    def end(self, outputs: Any = None) -> None:
+        """Mark the run finished normally (a step passes its return value)."""
         self.end_time = time.time()
+        self.step_outputs = outputs
+        for observer in self.observers:
+            observer.on_end(self)
 
     def fail(self, error: BaseException) -> BaseException:
-        """Mark the call failed and return the exception to raise in its place.
+        """Mark the run failed and return the exception to raise in its place.
 
         A chatstream error is returned as it is, with ``partial`` set to the output so far. Any
         other exception after chunks had arrived is wrapped in `StreamInterruptedError` so that
@@ -128,6 +235,12 @@ class Run:
         """
         self.end_time = time.time()
         self.error = error
+        raised = self._error_to_raise(error)
+        for observer in self.observers:
+            observer.on_error(self, raised)
+        return raised
+
+    def _error_to_raise(self, error: BaseException) -> BaseException:
         if not self.chunks:
             return error
         partial = self.output
@@ -140,3 +253,9 @@ class Run:
                 f"the stream broke after {len(self.chunks)} chunks: {error!r}", partial=partial
             )
         return error
+
+
+def _generation(output: AIMessageChunk) -> ChatGeneration:
+    finish_reason = output.response_metadata.get("finish_reason")
+    info = {"finish_reason": finish_reason} if finish_reason is not None else None
+    return ChatGeneration(message=output.to_message(), generation_info=info)

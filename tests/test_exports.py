@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import chatstream
-from chatstream import BaseChatModel, BaseMessage, PromptValue
+from chatstream import BaseChatModel, BaseMessage, CallbackHandler, PromptValue, RunObserver
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -16,7 +16,7 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_concrete_public_classes_are_final() -> None:
-    documented_bases = {BaseChatModel, BaseMessage, PromptValue}
+    documented_bases = {BaseChatModel, BaseMessage, PromptValue, CallbackHandler, RunObserver}
     for name in chatstream.__all__:
         obj = getattr(chatstream, name)
         if not inspect.isclass(obj) or obj in documented_bases:

@@ -1,0 +1,167 @@
+"""What a trace holds: a finished `Run` turned into a secret-free row, and `TraceRecord`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, final
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+if TYPE_CHECKING:
+    from ..runs import Run
+
+__all__ = ["COLUMNS", "TraceRecord", "default_db_path", "run_row"]
+
+COLUMNS = (
+    "id",
+    "parent_id",
+    "name",
+    "run_type",
+    "tags",
+    "metadata",
+    "inputs",
+    "outputs",
+    "invocation_params",
+    "environment",
+    "start_time",
+    "first_token_time",
+    "end_time",
+    "latency",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "error",
+)
+"""The columns of the ``runs`` table, in order."""
+
+_SECRET_KEY = re.compile(r"api[-_]?key|authorization|secret|password|token$|^x-api-key$", re.I)
+_SECRET_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CHATSTREAM_API_KEY")
+_REDACTED = "**redacted**"
+
+
+def default_db_path() -> Path:
+    """Where traces go by default: ``<user data dir>/chatstream/traces.db``."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "chatstream" / "traces.db"
+
+
+def _environment() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        chatstream = version("chatstream")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        chatstream = "unknown"
+    return {
+        "chatstream": chatstream,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+_ENVIRONMENT: dict[str, str] | None = None
+
+
+def _scrub(value: Any) -> Any:
+    """Drop secrets by key name (``api_key``, ``Authorization``, ...) and `SecretStr` values."""
+    if isinstance(value, SecretStr):
+        return _REDACTED
+    if isinstance(value, dict):
+        return {
+            key: _REDACTED if _SECRET_KEY.search(str(key)) and not _is_count(key) else _scrub(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_scrub(item) for item in value]
+    if isinstance(value, BaseModel):
+        return _scrub(value.model_dump(mode="json"))
+    return value
+
+
+def _is_count(key: object) -> bool:
+    # "max_tokens", "input_tokens": counts, not credentials.
+    return str(key).lower().endswith(("_tokens", "max_tokens"))
+
+
+def _dumps(value: Any) -> str:
+    text = json.dumps(_scrub(value), default=repr, ensure_ascii=False)
+    for name in _SECRET_ENV:  # belt and braces: a known key never leaves, wherever it hid
+        secret = os.environ.get(name)
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def run_row(run: Run) -> tuple[Any, ...]:
+    """A finished run as a row of `COLUMNS`, every JSON column scrubbed of secrets."""
+    global _ENVIRONMENT
+    if _ENVIRONMENT is None:
+        _ENVIRONMENT = _environment()
+    outputs: Any = run.step_outputs
+    usage: dict[str, Any] = {}
+    if run.run_type == "chat_model":
+        outputs = [output.model_dump(mode="json") for output in run.outputs] if run.chunks else None
+        usage = dict(run.usage or {})
+    error = None if run.error is None else f"{type(run.error).__name__}: {run.error}"
+    return (
+        str(run.id),
+        None if run.parent_run_id is None else str(run.parent_run_id),
+        run.name,
+        run.run_type,
+        _dumps(run.tags),
+        _dumps(run.metadata),
+        _dumps(run.inputs),
+        _dumps(outputs),
+        _dumps(run.invocation_params),
+        _dumps(_ENVIRONMENT),
+        run.start_time,
+        run.first_token_time,
+        run.end_time,
+        run.latency,
+        usage.get("input_tokens"),
+        usage.get("output_tokens"),
+        usage.get("total_tokens"),
+        None if error is None else _dumps(error)[1:-1],
+    )
+
+
+@final
+class TraceRecord(BaseModel):
+    """One traced run, as read back from the store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    parent_id: str | None
+    name: str
+    run_type: str
+    tags: list[str]
+    metadata: dict[str, Any]
+    inputs: Any
+    outputs: Any
+    invocation_params: dict[str, Any]
+    environment: dict[str, str]
+    start_time: float
+    first_token_time: float | None
+    end_time: float | None
+    latency: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    total_tokens: int | None
+    error: str | None
+
+    @property
+    def started(self) -> datetime:
+        """``start_time`` as an aware UTC datetime."""
+        return datetime.fromtimestamp(self.start_time, tz=timezone.utc)

@@ -1,0 +1,105 @@
+"""`SQLiteTracer`: writes finished runs to the trace store from a writer thread, in batches.
+
+The event loop only puts the finished run on a bounded queue; serialising and writing happen on
+the writer thread. A full queue drops the run and counts it rather than slowing the stream.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING
+
+from ._records import COLUMNS, run_row
+from ._store import connect
+
+if TYPE_CHECKING:
+    from ..messages import AIMessageChunk
+    from ..runs import Run
+
+__all__ = ["SQLiteTracer"]
+
+logger = logging.getLogger("chatstream.tracing")
+
+_QUEUE_SIZE = 10_000
+_BATCH = 500
+_INSERT = (
+    f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+)
+
+
+class SQLiteTracer:
+    """Records every finished run (and traced step) in a SQLite database."""
+
+    inherit = False
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.dropped = 0
+        """Runs not recorded because the writer could not keep up."""
+        self._queue: queue.Queue[Run | threading.Event] = queue.Queue(_QUEUE_SIZE)
+        self._thread = threading.Thread(target=self._serve, name="chatstream-tracer", daemon=True)
+        self._thread.start()
+        atexit.register(self.flush, 2.0)
+
+    def on_start(self, run: Run) -> None:
+        """Nothing to do: a run is written once it is finished."""
+
+    def on_chunk(self, run: Run, chunk: AIMessageChunk) -> None:
+        """Nothing to do: times and chunks are on the run already."""
+
+    def on_end(self, run: Run) -> None:
+        """Queue the finished run for writing."""
+        self._put(run)
+
+    def on_error(self, run: Run, error: BaseException) -> None:
+        """Queue the failed (or cancelled) run for writing."""
+        self._put(run)
+
+    def _put(self, item: Run | threading.Event) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            logger.warning(
+                "chatstream tracing dropped a run (%d so far): the writer is behind", self.dropped
+            )
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every run queued so far is committed; whether it happened in time."""
+        done = threading.Event()
+        try:
+            self._queue.put(done, timeout=timeout)
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    def _serve(self) -> None:
+        connection = connect(self.path)
+        while True:
+            batch = [self._queue.get()]
+            # Take what else is waiting, up to a batch: one transaction for the lot, and the
+            # queue (not this list) stays what bounds the memory while the disk is slow.
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows, markers = [], []
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    markers.append(item)
+                    continue
+                try:
+                    rows.append(run_row(item))
+                except Exception:  # a run that cannot be serialised must not stop the writer
+                    logger.exception("chatstream tracing could not record run %s", item.id)
+            try:
+                with connection:
+                    connection.executemany(_INSERT, rows)
+            except Exception:
+                logger.exception("chatstream tracing could not write %d runs", len(rows))
+            for marker in markers:
+                marker.set()
