@@ -7,8 +7,11 @@ Run: python benchmarks/bench_core.py [--quick]. Prints a table; asserts nothing.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import sys
+import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +20,7 @@ import anyio
 from chatstream import AIMessageChunk, BaseChatModel, BaseMessage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 PIECES = ["The", " purpose", " of", " model", " regularization", " is", " to", " generalize", "."]
 FLOOR = "floor (bare generator)"
@@ -84,13 +87,20 @@ def per_chunk(n: int, repeats: int) -> list[Row]:
         for _ in model.stream("q"):
             pass
 
+    async def astream_log() -> None:
+        async for _ in model.astream_log("q"):
+            pass
+
     measured = {
         FLOOR: timed(in_loop(floor), repeats),
         "floor, keeping chunks": timed(in_loop(floor_keep), repeats),
         "astream": timed(in_loop(astream), repeats),
         "ainvoke": timed(in_loop(lambda: model.ainvoke("q")), repeats),
         "sync stream": timed(sync_stream, repeats),
+        "astream_log": timed(in_loop(astream_log), repeats),
     }
+    with tracing_on():
+        measured["astream, tracing on"] = timed(in_loop(astream), repeats)
     return rows_for(f"N={n}", measured, n)
 
 
@@ -111,6 +121,11 @@ def per_call(calls: int, repeats: int) -> list[Row]:
         for _ in range(calls):
             await one.ainvoke("q")
 
+    async def astream_log() -> None:
+        for _ in range(calls):
+            async for _ in one.astream_log("q"):
+                pass
+
     def invoke() -> None:
         for _ in range(calls // 10):
             one.invoke("q")
@@ -119,7 +134,10 @@ def per_call(calls: int, repeats: int) -> list[Row]:
         FLOOR: timed(in_loop(floor), repeats),
         "astream": timed(in_loop(astream), repeats),
         "ainvoke": timed(in_loop(ainvoke), repeats),
+        "astream_log": timed(in_loop(astream_log), repeats),
     }
+    with tracing_on():
+        measured["astream, tracing on"] = timed(in_loop(astream), repeats)
     rows = rows_for("per call (1 chunk)", measured, calls)
     med, low, high = timed(invoke, repeats)
     scale = 1e6 / (calls // 10)
@@ -127,10 +145,26 @@ def per_call(calls: int, repeats: int) -> list[Row]:
     return rows
 
 
+@contextlib.contextmanager
+def tracing_on() -> Iterator[None]:
+    """SQLite tracing into a throwaway database, as ``CHATSTREAM_TRACING=true`` would."""
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["CHATSTREAM_TRACING"] = "true"
+        os.environ["CHATSTREAM_TRACE_DB"] = os.path.join(folder, "bench.db")
+        try:
+            yield
+        finally:
+            del os.environ["CHATSTREAM_TRACING"], os.environ["CHATSTREAM_TRACE_DB"]
+            from chatstream.tracing import flush
+
+            flush(60)
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     repeats = 3 if quick else 7
-    rows = [row for n in ([1_000] if quick else [1_000, 10_000]) for row in per_chunk(n, repeats)]
+    sizes = [1_000] if quick else [1_000, 10_000, 100_000]
+    rows = [row for n in sizes for row in per_chunk(n, repeats if n < 100_000 else 3)]
     rows += per_call(300 if quick else 2_000, repeats)
     print(f"{'measure':<24}{'size':<20}{'median µs':>11}{'min':>9}{'max':>9}  note")
     for name, size, med, low, high, note in rows:

@@ -51,6 +51,11 @@ def main() -> None:
 
     print("astream:  ", anyio.run(stream_async)[:60], "...")
 
+    # The run log: JSON patches made as the chunks arrive (first three, then the last).
+    patches = list(chat.stream_log("What is the purpose of model regularization?"))
+    for patch in [*patches[:3], patches[-1]]:
+        print(patch)
+
 
 if __name__ == "__main__":
     main()
