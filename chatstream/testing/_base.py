@@ -6,12 +6,14 @@ import asyncio
 import json
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import anyio
 from aiohttp import web
 
+from ._ndjson_writer import ndjson_writer
 from ._script import Faults, ScriptedReply
+from ._sse_writer import SSEWriter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
     from chatstream._compat import Self
 
-    from ._sse_writer import SSEEvent, SSEWriter
+    from ._sse_writer import SSEEvent
 
 __all__ = ["LocalServer", "RecordedRequest"]
 
@@ -65,6 +67,8 @@ class LocalServer:
 
     #: Path prefix of ``base_url``.
     base_path = ""
+    #: Response header carrying a fresh request id (unless the handler set one); ``None``: none.
+    request_id_header: ClassVar[str | None] = "x-request-id"
 
     def __init__(
         self,
@@ -198,8 +202,27 @@ class LocalServer:
         return f"req_{secrets.token_hex(16)}"
 
     async def _decorate_response(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers.setdefault("x-request-id", self._request_id())
+        if self.request_id_header is not None:
+            response.headers.setdefault(self.request_id_header, self._request_id())
         response.headers.update(self.faults.headers)
+
+    def _verbatim_error(self, status: int) -> web.Response | None:
+        """Return the scripted ``error_body`` as the response, or ``None`` for the standard body."""
+        body = self.faults.error_body
+        if isinstance(body, str):
+            kind = "text/html" if body.lstrip().startswith("<") else "text/plain"
+            return web.Response(status=status, text=body, content_type=kind)
+        if isinstance(body, dict):
+            text = json.dumps(body, ensure_ascii=False)
+            return web.Response(status=status, text=text, content_type="application/json")
+        return None
+
+    async def _receive(self, request: web.BaseRequest) -> RecordedRequest:
+        """Record the request, then hold the answer for the ``first_byte_delay`` fault."""
+        recorded = await self._record(request)
+        if self.faults.first_byte_delay:
+            await anyio.sleep(self.faults.first_byte_delay)
+        return recorded
 
     async def _record(self, request: web.BaseRequest) -> RecordedRequest:
         raw = await request.read()
@@ -232,6 +255,22 @@ class LocalServer:
             return False
         self._failures += 1
         return True
+
+    async def _play(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        faults: Faults,
+        events: Sequence[SSEEvent],
+        error_events: Sequence[SSEEvent],
+    ) -> web.StreamResponse:
+        """Send ``response``'s headers, then play the events as SSE or, for NDJSON, as lines."""
+        await response.prepare(request)
+        make = ndjson_writer if response.content_type == "application/x-ndjson" else SSEWriter
+        await self._run_stream(
+            make(response, request, faults, lambda: self._closing), events, error_events
+        )
+        return response
 
     async def _run_stream(
         self, writer: SSEWriter, events: Sequence[SSEEvent], error_events: Sequence[SSEEvent]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import string
 from typing import Any, Literal, final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Faults", "ScriptedReply", "ScriptedToolCall", "estimate_prompt_tokens"]
+__all__ = ["Faults", "ScriptedReply", "ScriptedToolCall", "derived_id", "estimate_prompt_tokens"]
 
 _PIECE = re.compile(r"\s*\S+|\s+")
 
@@ -33,6 +36,19 @@ class ScriptedToolCall(BaseModel):
     def arguments(self) -> str:
         """The whole argument text, as a non-streaming response carries it."""
         return "".join(self.argument_chunks)
+
+    @property
+    def parsed_arguments(self) -> dict[str, Any]:
+        """The arguments as the JSON object Anthropic and Ollama carry whole.
+
+        ``{}`` when the text is empty, not valid JSON or not an object (streams still carry the
+        raw fragments, so broken arguments remain testable there).
+        """
+        try:
+            value = json.loads(self.arguments)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 @final
@@ -112,14 +128,16 @@ class ScriptedReply(BaseModel):
 class Faults(BaseModel):
     """Deviations and failures a local server injects; everything is off by default.
 
-    Event counts (``*_after``) index the data events of a stream, including the final end marker
-    (OpenAI's ``[DONE]``); a count at or past the end applies after the last event.
+    Event counts (``*_after``) index the data events (NDJSON lines) of a stream, including the
+    final end marker (OpenAI's ``[DONE]``, Anthropic's ``message_stop``, Ollama's ``done`` line);
+    a count at or past the end applies after the last event.
 
     Attributes:
         line_ending: Line terminator of the event stream (sse-starlette uses CRLF).
         no_space_after_colon: Write ``data:{...}`` instead of ``data: {...}``.
         comments: Write ``: ping``/``: keep-alive`` comments before every event (and leading blank
-            lines before a non-streaming JSON body, as DeepSeek does under load).
+            lines before a non-streaming JSON body, as DeepSeek does under load); NDJSON streams
+            get an empty line instead.
         bom: Start the event stream with a UTF-8 byte order mark.
         multiline_data: Split each JSON payload over two ``data:`` lines.
         spaced_json: Encode JSON with ``json.dumps`` default separators and ASCII escapes
@@ -134,7 +152,8 @@ class Faults(BaseModel):
             connection abruptly (no terminating chunk).
         malformed_after: Insert a non-JSON data event after this many events.
         error_event_after: Replace the rest of the stream with an in-stream error event.
-        error_event: The object sent under ``"error"`` by ``error_event_after``.
+        error_event: The object sent under ``"error"`` by ``error_event_after`` (Ollama sends
+            its ``"message"`` as the error string).
         done_after_error: Still send the end marker (``[DONE]``) after the in-stream error.
         legacy_error_field: Send the in-stream error as an ``error:`` field line instead of
             ``data:`` (llama.cpp before PR #16109), followed by ``[DONE]``.
@@ -155,6 +174,12 @@ class Faults(BaseModel):
         fail_times: Answer ``http_error`` only for this many requests after (re)scripting, then
             succeed; ``None`` fails every request.
         fastapi_detail_error: Use FastAPI's ``{"detail": ...}`` error body (llama-cpp-python).
+        trailing_spaces: Pad every streamed JSON payload with trailing spaces (seen in recorded
+            Anthropic streams), so clients must parse JSON rather than slice strings.
+        unclosed_last_block: Anthropic: leave the last content block without its
+            ``content_block_stop``, as the API does when ``max_tokens`` cuts a tool call.
+        omit_tool_call_ids: Ollama: send tool calls without ``id`` and ``function.index``, as
+            servers before those fields existed did.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -186,6 +211,9 @@ class Faults(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     fail_times: int | None = Field(default=None, ge=0)
     fastapi_detail_error: bool = False
+    trailing_spaces: bool = False
+    unclosed_last_block: bool = False
+    omit_tool_call_ids: bool = False
 
 
 def estimate_prompt_tokens(messages: Any) -> int:
@@ -206,3 +234,18 @@ def estimate_prompt_tokens(messages: Any) -> int:
 
     count = len(messages) if isinstance(messages, list) else 0
     return words(messages) + 3 * count
+
+
+def derived_id(
+    seed: str, prefix: str, size: int, alphabet: str = string.ascii_lowercase + string.digits
+) -> str:
+    """Derive a provider-style id from a scripted one: the same seed always gives the same id.
+
+    Args:
+        seed: The scripted id.
+        prefix: The provider's id prefix (``"toolu_01"``, ``"call_"``).
+        size: How many characters follow the prefix.
+        alphabet: The characters those are drawn from.
+    """
+    digest = hashlib.sha256(seed.encode()).digest()
+    return prefix + "".join(alphabet[byte % len(alphabet)] for byte in digest[:size])

@@ -16,7 +16,15 @@ if TYPE_CHECKING:
 
     from ._script import Faults
 
-__all__ = ["MALFORMED_DATA", "SSEEvent", "SSEWriter", "dump_json", "encode_event"]
+__all__ = [
+    "MALFORMED_DATA",
+    "SSEEvent",
+    "SSEWriter",
+    "comment_event",
+    "dump_json",
+    "encode_event",
+    "padded",
+]
 
 #: Payload of the ``malformed_after`` fault: a JSON object cut short.
 MALFORMED_DATA = '{"id": "broken", "choices": [{"delta": {"content": "unterminated'
@@ -54,6 +62,29 @@ def dump_json(value: Any, faults: Faults) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def padded(data: str, faults: Faults) -> str:
+    """Return a payload with the ``trailing_spaces`` fault applied (JSON objects only).
+
+    Args:
+        data: The payload text.
+        faults: The switches.
+    """
+    if faults.trailing_spaces and data.startswith("{"):
+        return data + "      "
+    return data
+
+
+def comment_event(count: int, faults: Faults) -> bytes:
+    """Return the keep-alive comment written before event number ``count`` under ``comments``.
+
+    Args:
+        count: How many events were written before.
+        faults: The framing switches.
+    """
+    eol = faults.line_ending
+    return f"{_COMMENTS[count % len(_COMMENTS)]}{eol}{eol}".encode()
+
+
 def encode_event(event: SSEEvent, faults: Faults) -> bytes:
     """Frame one event, applying the line-ending, colon-space and multi-line-data switches.
 
@@ -69,9 +100,10 @@ def encode_event(event: SSEEvent, faults: Faults) -> bytes:
     lines: list[str] = []
     if event.event is not None:
         lines.append(f"event{sep}{event.event}")
-    data_lines = event.data.split("\n")
+    data = padded(event.data, faults)
+    data_lines = data.split("\n")
     if faults.multiline_data and len(data_lines) == 1:
-        data_lines = _split_json_line(event.data)
+        data_lines = _split_json_line(data)
     lines.extend(f"{event.field}{sep}{line}" for line in data_lines)
     return (eol.join(lines) + eol + eol).encode()
 
@@ -88,11 +120,15 @@ def _split_json_line(data: str) -> list[str]:
 class SSEWriter:
     """Writes a scripted event sequence to an aiohttp response, applying stream faults.
 
+    The framing is SSE unless ``encode`` and ``keepalive`` swap it (the NDJSON writer does).
+
     Args:
         response: The prepared streaming response.
         request: The request being answered (its transport tells whether the client left).
         faults: The switches to apply.
         server_closing: Returns true once the owning server shuts down, ending any stall.
+        encode: Frames one event.
+        keepalive: The bytes the ``comments`` fault writes before event number ``n``.
     """
 
     def __init__(
@@ -101,8 +137,13 @@ class SSEWriter:
         request: web.BaseRequest,
         faults: Faults,
         server_closing: Callable[[], bool],
+        *,
+        encode: Callable[[SSEEvent, Faults], bytes] = encode_event,
+        keepalive: Callable[[int, Faults], bytes] = comment_event,
     ) -> None:
         self._response = response
+        self._encode = encode
+        self._keepalive = keepalive
         self._request = request
         self._faults = faults
         self._server_closing = server_closing
@@ -148,11 +189,9 @@ class SSEWriter:
         if self._events and self._faults.chunk_delay:
             await anyio.sleep(self._faults.chunk_delay)
         if self._faults.comments:
-            comment = _COMMENTS[self._events % len(_COMMENTS)]
-            eol = self._faults.line_ending
-            await self._write(f"{comment}{eol}{eol}".encode())
+            await self._write(self._keepalive(self._events, self._faults))
         self._events += 1
-        await self._write(encode_event(event, self._faults))
+        await self._write(self._encode(event, self._faults))
 
     async def _write(self, data: bytes) -> None:
         size = self._faults.split_writes
@@ -180,7 +219,7 @@ class SSEWriter:
 
     async def _drop(self, event: SSEEvent | None) -> None:
         if event is not None:
-            data = encode_event(event, self._faults)
+            data = self._encode(event, self._faults)
             await self._write(data[: max(1, len(data) // 2)])
         transport = self._request.transport
         if transport is not None:
