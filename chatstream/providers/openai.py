@@ -1,0 +1,629 @@
+"""`ChatOpenAI`: OpenAI Chat Completions, and every OpenAI-compatible server, streamed.
+
+The wire format and the deviations of compatible servers are in ``protocols.md`` section 1
+("OpenAI Chat Completions", including 1.7 "OpenAI-compatible servers: known deviations").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, final
+
+from pydantic import Field, PrivateAttr, SecretStr
+
+from .._compat import override
+from ..errors import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    OverloadedError,
+    ProviderError,
+    RateLimitError,
+    ServerError,
+    StreamInterruptedError,
+    StreamProtocolError,
+)
+from ..messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolCallChunk,
+    ToolMessage,
+    UsageMetadata,
+)
+from ..model import BaseChatModel
+from ..runs import CHOICE_INDEX
+from ..transport.http import HTTPClient, PoolStats, Timeout, error_class
+from ..transport.sse import SSEDecoder
+from ._chunks import new_chunk
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+
+__all__ = ["ChatOpenAI", "Timeout"]
+
+PROVIDER = "openai"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+_EXCERPT = 500
+"""Characters of an in-stream error object kept as the error's body."""
+
+# In-stream error objects carry no HTTP status, so their class comes from the type or code
+# they name (OpenAI, vLLM, llama.cpp, Ollama spellings); anything else is a server failure.
+_ERROR_KINDS: dict[str, type[ProviderError]] = {
+    "invalid_request_error": BadRequestError,
+    "BadRequestError": BadRequestError,
+    "context_length_exceeded": BadRequestError,
+    "exceed_context_size_error": BadRequestError,
+    "authentication_error": AuthenticationError,
+    "invalid_api_key": AuthenticationError,
+    "not_found_error": NotFoundError,
+    "NotFoundError": NotFoundError,
+    "model_not_found": NotFoundError,
+    "rate_limit_exceeded": RateLimitError,
+    "rate_limit_error": RateLimitError,
+    "overloaded_error": OverloadedError,
+    "server_is_overloaded": OverloadedError,
+    "service_unavailable_error": OverloadedError,
+    "unavailable_error": OverloadedError,
+}
+
+
+class _ErrorEvent(Exception):
+    """An error object the server sent inside a 200 stream (raised by `_to_chunk`)."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__("error event")
+        self.error = error
+
+
+def _stream_error(error: Any) -> ProviderError:
+    """The chatstream error for an in-stream ``{"error": ...}`` object (§1.5, §1.7)."""
+    body = json.dumps(error, ensure_ascii=False)
+    if not isinstance(error, dict):
+        message = error if isinstance(error, str) else body
+        return ServerError(message, provider=PROVIDER, body=body[:_EXCERPT])
+    message = error.get("message") or "the server reported an error mid-stream"
+    code, kind = error.get("code"), error.get("type")
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        cls = error_class(code)  # vLLM and llama.cpp put the HTTP status in ``code``
+    else:
+        cls = _ERROR_KINDS.get(str(code), _ERROR_KINDS.get(str(kind), ServerError))
+    label = code if code not in (None, "") else kind
+    return cls(
+        str(message),
+        provider=PROVIDER,
+        code=None if label is None else str(label),
+        body=body[:_EXCERPT],
+    )
+
+
+@contextmanager
+def _map_errors() -> Iterator[None]:
+    """Translate what goes wrong inside an OpenAI event stream into chatstream errors.
+
+    HTTP statuses are mapped by the transport; this covers the 200 stream: an ``error`` object
+    where a chunk was expected, and a data event that is not JSON.
+    """
+    try:
+        yield
+    except _ErrorEvent as event:
+        raise _stream_error(event.error) from None
+    except json.JSONDecodeError as exc:
+        raise StreamProtocolError(
+            f"a data event of the stream is not JSON ({exc.msg})", line=exc.doc[:200]
+        ) from exc
+
+
+# -- request ------------------------------------------------------------------------------------
+
+_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "n",
+    "seed",
+    "response_format",
+    "tools",
+    "tool_choice",
+)
+"""Settings copied to the request body under their own name when set."""
+
+
+def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The request body for ``messages`` under ``settings`` (protocols.md §1.2, §1.3).
+
+    Args:
+        messages: The conversation.
+        settings: ``model``, the `_PARAMS` (``None`` means unset), ``stream_usage`` (ask for
+            the usage chunk) and ``extra_body`` (merged over everything else).
+    """
+    body: dict[str, Any] = {
+        "model": settings["model"],
+        "messages": [_message_to_wire(message) for message in messages],
+        "stream": True,
+    }
+    if settings.get("stream_usage"):
+        body["stream_options"] = {"include_usage": True}
+    for name in _PARAMS:
+        value = settings.get(name)
+        if value is not None:
+            body[name] = value
+    body.update(settings.get("extra_body") or {})
+    return body
+
+
+def _message_to_wire(message: BaseMessage) -> dict[str, Any]:
+    if isinstance(message, AIMessageChunk):
+        message = message.to_message()
+    wire: dict[str, Any]
+    match message:
+        case SystemMessage():
+            wire = {"role": "system", "content": _parts(message.content, ("text",))}
+        case HumanMessage():
+            wire = {"role": "user", "content": _user_parts(message.content)}
+        case AIMessage():
+            wire = _assistant_to_wire(message)
+        case ToolMessage():
+            wire = {
+                "role": "tool",
+                "tool_call_id": message.tool_call_id,
+                "content": _parts(message.content, ("text",)),
+            }
+        case FunctionMessage():
+            wire = {"role": "function", "name": message.name, "content": message.text}
+            return wire
+        case ChatMessage():
+            wire = {"role": message.role, "content": _user_parts(message.content)}
+        case _:
+            raise TypeError(f"ChatOpenAI cannot send a {type(message).__name__}")
+    if message.name is not None:
+        wire["name"] = message.name
+    return wire
+
+
+def _assistant_to_wire(message: AIMessage) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "role": "assistant",
+        "content": _parts(message.content, ("text", "refusal")) or None,
+    }
+    calls = [
+        _wire_call(call["id"], call["name"], json.dumps(call["args"], ensure_ascii=False))
+        for call in message.tool_calls
+    ]
+    # Broken calls go back as the model sent them, so that it sees (and can fix) its arguments.
+    calls += [
+        _wire_call(call["id"], call["name"] or "", call["args"] or "")
+        for call in message.invalid_tool_calls
+    ]
+    if calls:
+        wire["tool_calls"] = calls
+    function_call = message.additional_kwargs.get("function_call")
+    if function_call:
+        wire["function_call"] = function_call
+    if wire["content"] is None and not calls and not function_call:
+        wire["content"] = ""  # content may be null only beside a call
+    return wire
+
+
+def _wire_call(call_id: str | None, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _parts(content: str | list[dict[str, Any]], kinds: tuple[str, ...]) -> Any:
+    if isinstance(content, str):
+        return content
+    return [block for block in content if block.get("type") in kinds]
+
+
+def _user_parts(content: str | list[dict[str, Any]]) -> Any:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        url = block.get("image_url")
+        if block.get("type") == "image_url" and isinstance(url, str):
+            block = {"type": "image_url", "image_url": {"url": url}}
+        parts.append(block)
+    return parts
+
+
+# -- response -----------------------------------------------------------------------------------
+
+
+def _to_chunk(event: Any, *, n: int = 1) -> AIMessageChunk | None:
+    """The chunk for one decoded stream object, or ``None`` when it holds nothing to stream.
+
+    Handles one choice (the caller splits an object with several). A non-streamed completion
+    object is accepted too: its ``message`` reads like a whole ``delta``. Usage is not read
+    here (see `_usage`), so that it is emitted exactly once. Unknown keys are ignored.
+
+    Args:
+        event: A ``chat.completion.chunk`` (or ``chat.completion``) object.
+        n: The number of choices requested; above 1, every chunk names its choice.
+
+    Raises:
+        _ErrorEvent: The object is an error report (``{"error": ...}``).
+    """
+    choice: dict[str, Any]
+    match event:
+        case {"error": error} if error:
+            raise _ErrorEvent(error)
+        case {"choices": [dict() as choice]}:
+            pass
+        case _:
+            return None  # a usage-only chunk, or a shape that carries nothing for us
+    delta = choice.get("delta") or choice.get("message") or {}
+    content = delta.get("content") or ""
+    calls: list[ToolCallChunk] = []
+    extra: dict[str, Any] = {}
+    # Most deltas hold only content (and perhaps the role): skip the rarer keys for them.
+    if not delta.keys() <= _PLAIN_DELTA:
+        calls, extra = _delta_extras(delta)
+    metadata: dict[str, Any] = {}
+    finish = choice.get("finish_reason")
+    logprobs = choice.get("logprobs")
+    if finish is not None or logprobs is not None:
+        metadata = _choice_metadata(event, finish, logprobs)
+    elif not (content or calls or extra):
+        return None
+    if n > 1:
+        metadata[CHOICE_INDEX] = choice.get("index", 0)
+    return new_chunk(content, event.get("id") or None, calls, extra, metadata)
+
+
+_PLAIN_DELTA = frozenset({"content", "role"})
+
+
+def _delta_extras(delta: Mapping[str, Any]) -> tuple[list[ToolCallChunk], dict[str, Any]]:
+    """Tool-call fragments and ``additional_kwargs`` of a delta beyond its content."""
+    calls = delta.get("tool_calls")
+    tool_call_chunks = [_tool_call_chunk(call, i) for i, call in enumerate(calls)] if calls else []
+    extra: dict[str, Any] = {}
+    if (function_call := delta.get("function_call")) is not None:
+        extra["function_call"] = {
+            key: value
+            for key, value in (
+                ("name", function_call.get("name")),
+                ("arguments", _arguments(function_call.get("arguments"))),
+            )
+            if value is not None
+        }
+    if (refusal := delta.get("refusal")) is not None:
+        extra["refusal"] = refusal
+    if (reasoning := delta.get("reasoning_content") or delta.get("reasoning")) is not None:
+        extra["reasoning_content"] = reasoning
+    return tool_call_chunks, extra
+
+
+def _choice_metadata(event: Mapping[str, Any], finish: Any, logprobs: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    if finish is not None:
+        # Named once, here: repeated on every chunk they would just be merged again and again.
+        metadata["finish_reason"] = finish
+        for key, name in (("model", "model_name"), ("system_fingerprint", "system_fingerprint")):
+            if value := event.get(key):
+                metadata[name] = value
+        if value := event.get("id"):
+            metadata["id"] = value
+    if logprobs is not None:
+        metadata["logprobs"] = logprobs
+    return metadata
+
+
+def _tool_call_chunk(call: Mapping[str, Any], position: int) -> ToolCallChunk:
+    function = call.get("function") or {}
+    return ToolCallChunk(
+        name=function.get("name") or None,
+        args=_arguments(function.get("arguments")),
+        id=call.get("id") or None,
+        index=call.get("index", position),
+    )
+
+
+def _arguments(value: Any) -> str | None:
+    # Some servers send the arguments as an object rather than JSON text.
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _usage(event: Mapping[str, Any]) -> UsageMetadata | None:
+    """The usage an object reports (``usage``, or Groq's ``x_groq.usage``), else ``None``."""
+    usage = event.get("usage")
+    if not usage:
+        groq = event.get("x_groq")
+        usage = groq.get("usage") if isinstance(groq, dict) else None
+        if not usage:
+            return None
+    input_tokens = int(usage.get("prompt_tokens") or 0)
+    output_tokens = int(usage.get("completion_tokens") or 0)
+    result = UsageMetadata(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=int(usage.get("total_tokens") or input_tokens + output_tokens),
+    )
+    for source, target, names in (
+        ("prompt_tokens_details", "input_token_details", _INPUT_DETAILS),
+        ("completion_tokens_details", "output_token_details", _OUTPUT_DETAILS),
+    ):
+        details = usage.get(source)
+        if isinstance(details, dict):
+            kept = {
+                name: int(details[key]) for key, name in names if isinstance(details.get(key), int)
+            }
+            if kept:
+                result[target] = kept  # type: ignore[literal-required]  # one of the two detail keys
+    return result
+
+
+_INPUT_DETAILS = (("cached_tokens", "cache_read"), ("audio_tokens", "audio"))
+_OUTPUT_DETAILS = (("reasoning_tokens", "reasoning"), ("audio_tokens", "audio"))
+
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by __init__; typeshed omits it
+
+
+def _loads(data: str) -> Any:
+    """``json.loads`` for one event's data, without its wrappers when the data is plain."""
+    # The C scanner alone: json.loads adds two wrapper calls and two regex matches per event.
+    try:
+        value, end = _scan_json(data, 0)
+    except StopIteration:
+        end = -1
+    if end != len(data):  # leading or trailing whitespace, junk, or not JSON: the full path
+        return json.loads(data)
+    return value
+
+
+def _split_choices(event: Mapping[str, Any]) -> list[Any]:
+    """One object per choice: OpenAI sends one choice per chunk, but nothing guarantees it."""
+    return [{**event, "choices": [choice]} for choice in event["choices"]]
+
+
+def _refuses_stream_options(error: BadRequestError) -> bool:
+    return "stream_options" in f"{error.message} {error.body or ''}"
+
+
+@final
+class _StreamState:
+    """What one response has shown so far: whether it finished, and its latest usage."""
+
+    __slots__ = ("done", "finished", "n", "started", "usage")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.started = False
+        self.done = False
+        self.finished = False
+        self.usage: UsageMetadata | None = None
+
+    def feed(self, data: Any) -> Sequence[AIMessageChunk]:
+        """The chunks of one decoded object; its usage is kept for the end, not streamed."""
+        if type(data) is not dict:
+            return ()  # not a chunk object: nothing we know how to read
+        if data.get("usage") or "x_groq" in data:
+            # Servers that repeat usage on every chunk (vLLM) send running totals: keep the last.
+            self.usage = _usage(data) or self.usage
+        choices = data.get("choices")
+        if choices and len(choices) > 1:
+            chunks = [_to_chunk(event, n=self.n) for event in _split_choices(data)]
+            found = [chunk for chunk in chunks if chunk is not None]
+        else:
+            chunk = _to_chunk(data, n=self.n)
+            if chunk is None:
+                return ()
+            found = [chunk]
+        for chunk in found:
+            if chunk.response_metadata and "finish_reason" in chunk.response_metadata:
+                self.finished = True
+        return found
+
+    def check_end(self) -> None:
+        """Raise unless the stream ended normally: after a finish reason or the usage."""
+        if self.finished or self.usage is not None:
+            return
+        why = (
+            "[DONE] came without a finish_reason: the server failed, perhaps reporting it in a "
+            "non-standard way"
+            if self.done
+            else "no [DONE] and no finish_reason: the response was cut short"
+        )
+        raise StreamInterruptedError(f"the stream ended before the model finished ({why})")
+
+
+@final
+class _ModelState:
+    """What a `ChatOpenAI` holds at run time: its HTTP client and what it learnt of the server."""
+
+    __slots__ = ("client", "stream_options_refused")
+
+    def __init__(self, client: HTTPClient) -> None:
+        self.client = client
+        self.stream_options_refused = False
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+def _env_key() -> SecretStr | None:
+    key = os.environ.get("OPENAI_API_KEY")
+    return SecretStr(key) if key else None
+
+
+@final
+class ChatOpenAI(BaseChatModel):
+    """A chat model served by OpenAI's Chat Completions API or any compatible server.
+
+    Point ``base_url`` at vLLM, llama.cpp, Ollama (``/v1``), LM Studio, Groq, DeepSeek, ... to
+    use them; their known deviations are handled. Every call streams; ``invoke`` merges.
+
+    A missing API key raises `chatstream.errors.AuthenticationError` (``status`` ``None``:
+    the server was never asked) at the first call, naming ``OPENAI_API_KEY``, so that one
+    ``except AuthenticationError`` covers a missing key and a refused one. A keyless local
+    server accepts any placeholder key.
+
+    Example:
+        >>> model = ChatOpenAI(model="gpt-4o-mini", temperature=0)  # doctest: +SKIP
+        >>> model.invoke("Say hi").content  # doctest: +SKIP
+        'Hi!'
+    """
+
+    call_params: ClassVar[frozenset[str]] = frozenset(
+        {
+            "temperature",
+            "top_p",
+            "max_tokens",
+            "n",
+            "seed",
+            "response_format",
+            "tools",
+            "tool_choice",
+            "extra_body",
+        }
+    )
+
+    model: str = "gpt-4o-mini"
+    """The model to call."""
+    api_key: SecretStr | None = Field(default_factory=_env_key)
+    """The API key; default: the ``OPENAI_API_KEY`` environment variable. Never shown."""
+    base_url: str = Field(
+        default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    )
+    """The API root (``.../v1``); default: ``OPENAI_BASE_URL``, else OpenAI's."""
+    organization: str | None = Field(default_factory=lambda: os.environ.get("OPENAI_ORG_ID"))
+    """Sent as ``OpenAI-Organization``; default: ``OPENAI_ORG_ID``."""
+    temperature: float | None = None
+    """Sampling temperature, 0 to 2."""
+    top_p: float | None = None
+    """Nucleus sampling mass."""
+    max_tokens: int | None = None
+    """Most tokens to generate (sent as ``max_tokens``, which compatible servers understand;
+    reasoning models want ``extra_body={"max_completion_tokens": ...}``)."""
+    stop: list[str] | str | None = None
+    """Stop sequences used when a call gives none."""
+    n: int | None = None
+    """How many choices to generate; ``generate`` returns one generation per choice."""
+    seed: int | None = None
+    """Best-effort deterministic sampling."""
+    response_format: dict[str, Any] | None = None
+    """``{"type": "json_object"}`` or a ``json_schema`` format."""
+    tools: list[dict[str, Any]] | None = None
+    """Tools in OpenAI's format (``{"type": "function", "function": {...}}``)."""
+    tool_choice: str | dict[str, Any] | None = None
+    """``"auto"``, ``"none"``, ``"required"`` or a named function."""
+    timeout: Timeout = Field(default_factory=Timeout)
+    """Connect, idle (headers and between chunks) and total limits, in seconds."""
+    max_retries: int = Field(default=2, ge=0)
+    """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx)."""
+    max_connections: int = Field(default=100, ge=1)
+    """Connection pool size per event loop."""
+    default_headers: dict[str, str] = Field(default_factory=dict)
+    """Headers added to every request."""
+    extra_body: dict[str, Any] | None = None
+    """Fields merged into the request body last (provider extensions)."""
+    stream_usage: bool = True
+    """Ask for the usage chunk (``stream_options.include_usage``). A server that refuses the
+    option is asked again without it, and never again by this model."""
+
+    # One private attribute, not two: each costs a trip through pydantic's __getattr__.
+    _state: _ModelState = PrivateAttr()
+
+    @override
+    def model_post_init(self, context: Any, /) -> None:
+        """Create the HTTP client from the transport settings (no connection is opened)."""
+        self._state = _ModelState(
+            HTTPClient(
+                provider=PROVIDER,
+                timeout=self.timeout,
+                max_retries=self.max_retries,
+                max_connections=self.max_connections,
+            )
+        )
+
+    @property
+    @override
+    def model_name(self) -> str:
+        """The ``model`` setting."""
+        return self.model
+
+    def pool_stats(self) -> PoolStats:
+        """Connection counts of this model's pool on the running event loop."""
+        return self._state.client.stats()
+
+    def _headers(self) -> tuple[dict[str, str], tuple[str, ...]]:
+        key = self.api_key.get_secret_value() if self.api_key is not None else ""
+        if not key:
+            raise AuthenticationError(
+                "no OpenAI API key: set the OPENAI_API_KEY environment variable or pass "
+                "ChatOpenAI(api_key=...) (a keyless local server accepts any placeholder)",
+                provider=PROVIDER,
+            )
+        headers = {
+            "Authorization": f"Bearer {key}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+        }
+        if self.organization:
+            headers["OpenAI-Organization"] = self.organization
+        headers.update(self.default_headers)
+        return headers, (key,)
+
+    @override
+    async def _astream(
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        headers, secrets = self._headers()
+        state = self._state
+        settings = {name: getattr(self, name) for name in (*_PARAMS, "extra_body")}
+        settings.update(params, model=self.model)
+        if stop is not None:
+            settings["stop"] = stop
+        settings["stream_usage"] = self.stream_usage and not state.stream_options_refused
+        payload = _to_wire(messages, settings)
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        while True:
+            response = _StreamState(settings.get("n") or 1)
+            try:
+                stream = state.client.open_stream(
+                    url, json=payload, headers=headers, decoder=SSEDecoder(), secrets=secrets
+                )
+                async with stream as events:
+                    response.started = True
+                    with _map_errors():
+                        if events.content_type.endswith("json"):
+                            # The server ignored ``stream: true`` and answered in one piece.
+                            for chunk in response.feed(json.loads(await events.read())):
+                                yield chunk
+                        else:
+                            async for event in events:
+                                data = event.data
+                                if data.startswith("[DONE]"):
+                                    response.done = True
+                                    break
+                                if data:  # a bare ``data:`` line has none (protocols.md §4.2)
+                                    for chunk in response.feed(_loads(data)):
+                                        yield chunk
+                    response.check_end()
+                    if response.done:
+                        await events.drain()
+                if response.usage is not None:
+                    yield AIMessageChunk(usage_metadata=response.usage)
+                return
+            except BadRequestError as exc:
+                if response.started or "stream_options" not in payload:
+                    raise
+                if not _refuses_stream_options(exc):
+                    raise
+                state.stream_options_refused = True
+                payload = {key: value for key, value in payload.items() if key != "stream_options"}
+
+    @override
+    async def _aclose(self) -> None:
+        await self._state.client.aclose()

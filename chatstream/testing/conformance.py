@@ -1,0 +1,520 @@
+"""The provider conformance suite: one set of pytest tests that every provider runs unchanged.
+
+A provider's test module subclasses `ChatModelConformance` (under a ``Test...`` name) and
+defines a ``harness`` fixture returning its `ProviderHarness`. Needs pytest and anyio's plugin.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import pytest
+
+from chatstream.errors import (
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ChatStreamError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitError,
+    ServerError,
+)
+from chatstream.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from chatstream.transport.http import PoolStats
+
+from ._script import Faults, ScriptedReply, ScriptedToolCall
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from chatstream.model import BaseChatModel
+
+    from ._base import LocalServer
+
+__all__ = ["ChatModelConformance", "ProviderHarness", "ReceivedRequest"]
+
+HELLO = ScriptedReply(
+    text_chunks=["Hello", ",", " world", "!"], usage={"prompt_tokens": 7, "completion_tokens": 4}
+)
+LONG = ScriptedReply(text_chunks=["tick "] * 100)
+WEATHER = ScriptedReply(
+    tool_calls=[
+        ScriptedToolCall(
+            id="call_a", name="get_weather", argument_chunks=['{"ci', 'ty": ', '"Paris"}']
+        ),
+        ScriptedToolCall(id="call_b", name="get_time", argument_chunks=['{"tz": "CET"}']),
+    ],
+    finish_reason="tool_calls",
+)
+SECRET = "sk-conformance-0123456789-secret-key"
+"""A key no error, repr or log may show."""
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """A request the provider's server received, in provider-neutral terms.
+
+    Attributes:
+        messages: The conversation as ``{"role", "content"}`` dicts: roles ``system``, ``user``,
+            ``assistant``, ``tool``; ``content`` as text; assistant ``tool_calls`` as
+            ``[{"id", "name", "args"}]`` with parsed ``args``; tool results with
+            ``tool_call_id``. A system prompt sent out of line comes first as a message.
+        stream: Whether the request asked for a streamed answer.
+        headers: Request headers, lower-case names.
+        body: The provider's own request body, for provider-specific checks.
+    """
+
+    messages: list[dict[str, Any]]
+    stream: bool
+    headers: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+class ProviderHarness(Protocol):
+    """What the suite needs from a provider: its server, its model, and its wire, read back."""
+
+    @property
+    def finish_reasons(self) -> Mapping[str, str]:
+        """Raw scripted finish reasons that normalise to ``stop``, ``length``, ``tool_calls``."""
+        ...
+
+    def server(
+        self, replies: Sequence[ScriptedReply] = (), faults: Faults | None = None, *, api_key: str
+    ) -> LocalServer:
+        """A not yet started local server for the provider, requiring ``api_key``."""
+        ...
+
+    def model(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        max_retries: int = 0,
+        idle_timeout: float | None = None,
+        max_connections: int = 100,
+    ) -> BaseChatModel:
+        """The provider's model pointed at ``base_url``."""
+        ...
+
+    def received(self, server: LocalServer) -> list[ReceivedRequest]:
+        """Every request the server got, in order, in neutral terms."""
+        ...
+
+    def pool_stats(self, model: BaseChatModel) -> PoolStats:
+        """The model's connection pool on the running loop."""
+        ...
+
+
+API_KEY = "conformance-key"
+_SETTLE = 5.0
+"""Seconds a test waits for the server to notice something (a bound, not a measurement)."""
+
+
+async def _until(condition: Any) -> None:
+    # Polling: the servers expose no event for every counter (``active_streams``).
+    with anyio.fail_after(_SETTLE):
+        while not condition():  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+
+
+class ChatModelConformance:
+    """The conformance tests; subclass as ``TestXConformance`` and provide ``harness``."""
+
+    pytestmark = pytest.mark.anyio
+
+    @pytest.fixture
+    def anyio_backend(self) -> str:
+        """Run on asyncio: aiohttp needs it."""
+        return "asyncio"  # aiohttp runs on asyncio only
+
+    @asynccontextmanager
+    async def running(
+        self,
+        harness: ProviderHarness,
+        replies: Sequence[ScriptedReply] = (HELLO,),
+        faults: Faults | None = None,
+        *,
+        api_key: str = API_KEY,
+        **settings: Any,
+    ) -> AsyncIterator[tuple[LocalServer, BaseChatModel]]:
+        """A started server and a model pointed at it, both closed at the end."""
+        async with harness.server(replies, faults, api_key=API_KEY) as server:
+            model = harness.model(server.base_url, api_key, **settings)
+            async with model:
+                yield server, model
+
+    # -- results ----------------------------------------------------------------------------
+
+    async def test_invoke(self, harness: ProviderHarness) -> None:
+        """``ainvoke`` returns the merged text, finish reason, usage and an id."""
+        async with self.running(harness) as (_, model):
+            message = await model.ainvoke("Say hello")
+        assert isinstance(message, AIMessage)
+        assert message.content == "Hello, world!"
+        assert message.response_metadata["finish_reason"] == "stop"
+        assert message.usage_metadata is not None
+        assert (
+            message.usage_metadata["input_tokens"],
+            message.usage_metadata["output_tokens"],
+        ) == (
+            7,
+            4,
+        )
+        assert message.usage_metadata["total_tokens"] == 11
+        assert message.id
+
+    async def test_stream_merges_to_the_invoke_result(self, harness: ProviderHarness) -> None:
+        """Streamed chunks arrive piece by piece and merge into what ``ainvoke`` returns."""
+        async with self.running(harness) as (_, model):
+            chunks = [chunk async for chunk in model.astream("Say hello")]
+            whole = await model.ainvoke("Say hello")
+        assert [chunk.content for chunk in chunks if chunk.content] == ["Hello", ",", " world", "!"]
+        merged = AIMessageChunk.to_message(sum(chunks[1:], chunks[0]))
+        assert merged.content == whole.content
+        assert merged.usage_metadata == whole.usage_metadata
+        assert merged.response_metadata["finish_reason"] == "stop"
+
+    async def test_usage_arrives_exactly_once(self, harness: ProviderHarness) -> None:
+        """Exactly one chunk carries the usage, with the scripted counts."""
+        async with self.running(harness) as (_, model):
+            chunks = [chunk async for chunk in model.astream("Say hello")]
+        [usage] = [chunk.usage_metadata for chunk in chunks if chunk.usage_metadata]
+        assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (7, 4, 11)
+
+    async def test_batch_keeps_the_input_order(self, harness: ProviderHarness) -> None:
+        """``abatch`` answers every input, in input order."""
+        async with self.running(harness) as (server, model):
+            answers = await model.abatch(["one", "two", "three"])
+        assert [answer.content for answer in answers] == ["Hello, world!"] * 3
+        assert len(server.requests) == 3
+
+    async def test_generate_reports_generations_and_usage(self, harness: ProviderHarness) -> None:
+        """``agenerate`` gives one generation list per input, summed usage and the model."""
+        async with self.running(harness) as (_, model):
+            result = await model.agenerate([["one"], ["two"]])
+        assert [[g.message.content for g in gens] for gens in result.generations] == [
+            ["Hello, world!"],
+            ["Hello, world!"],
+        ]
+        assert result.generations[0][0].generation_info == {"finish_reason": "stop"}
+        assert result.llm_output is not None
+        usage = result.llm_output["token_usage"]
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == (14, 8)
+        assert result.llm_output["model_name"]
+
+    @pytest.mark.parametrize("reason", ["stop", "length", "tool_calls"])
+    async def test_finish_reasons_are_normalised(
+        self, harness: ProviderHarness, reason: str
+    ) -> None:
+        """The provider's finish reasons read ``stop``, ``length`` and ``tool_calls``."""
+        raw = harness.finish_reasons[reason]
+        calls = WEATHER.tool_calls[:1] if reason == "tool_calls" else []
+        reply = ScriptedReply(text_chunks=["Hi"], tool_calls=calls, finish_reason=raw)
+        async with self.running(harness, [reply]) as (_, model):
+            message = await model.ainvoke("Hi")
+        assert message.response_metadata["finish_reason"] == reason
+
+    # -- tool calls -------------------------------------------------------------------------
+
+    async def test_parallel_tool_calls_stream_and_merge(self, harness: ProviderHarness) -> None:
+        """Two tool calls stream as fragments and merge into parsed calls."""
+        async with self.running(harness, [WEATHER]) as (_, model):
+            chunks = [chunk async for chunk in model.astream("Weather and time?")]
+            message = await model.ainvoke("Weather and time?")
+        fragments = [f for chunk in chunks for f in chunk.tool_call_chunks]
+        assert len(fragments) > 2  # streamed in pieces, not whole
+        assert message.tool_calls == [
+            {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_a"},
+            {"name": "get_time", "args": {"tz": "CET"}, "id": "call_b"},
+        ]
+        assert message.invalid_tool_calls == []
+        assert message.response_metadata["finish_reason"] == "tool_calls"
+
+    async def test_invalid_tool_arguments_become_invalid_tool_calls(
+        self, harness: ProviderHarness
+    ) -> None:
+        """Arguments that are not JSON land in ``invalid_tool_calls``, unraised."""
+        broken = ScriptedToolCall(id="call_x", name="get_weather", argument_chunks=['{"city": '])
+        reply = ScriptedReply(tool_calls=[broken], finish_reason="tool_calls")
+        async with self.running(harness, [reply]) as (_, model):
+            message = await model.ainvoke("Weather?")
+        assert message.tool_calls == []
+        [invalid] = message.invalid_tool_calls
+        assert (invalid["name"], invalid["id"], invalid["args"]) == (
+            "get_weather",
+            "call_x",
+            '{"city": ',
+        )
+
+    async def test_every_message_type_is_sent(self, harness: ProviderHarness) -> None:
+        """System, user, assistant (with tool calls) and tool messages reach the server."""
+        conversation = [
+            SystemMessage("Be brief."),
+            HumanMessage("Weather in Paris?"),
+            AIMessage(
+                "",
+                tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1"}],
+            ),
+            ToolMessage("18C and sunny", tool_call_id="call_1"),
+            AIMessage("It is 18C and sunny."),
+            HumanMessage("Thanks!"),
+        ]
+        async with self.running(harness) as (server, model):
+            await model.ainvoke(conversation)
+        [request] = harness.received(server)
+        assert request.stream
+        assert request.messages == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "call_1", "name": "get_weather", "args": {"city": "Paris"}}],
+            },
+            {"role": "tool", "content": "18C and sunny", "tool_call_id": "call_1"},
+            {"role": "assistant", "content": "It is 18C and sunny."},
+            {"role": "user", "content": "Thanks!"},
+        ]
+
+    # -- errors -----------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("status", "error"),
+        [
+            (400, BadRequestError),
+            (401, AuthenticationError),
+            (403, PermissionDeniedError),
+            (404, NotFoundError),
+            (429, RateLimitError),
+            (500, ServerError),
+            (503, OverloadedError),
+        ],
+    )
+    async def test_http_errors_are_mapped(
+        self, harness: ProviderHarness, status: int, error: type[ProviderError]
+    ) -> None:
+        """Each error status maps to its class, with status, request id, body and retry-after."""
+        faults = Faults(http_error=status, headers={"retry-after": "7"})
+        async with self.running(harness, faults=faults) as (server, model):
+            with pytest.raises(error) as caught:
+                await model.ainvoke("Hi")
+        assert type(caught.value) is error
+        assert caught.value.status == status
+        assert caught.value.request_id
+        assert caught.value.message
+        assert caught.value.body is not None
+        assert 0 < len(caught.value.body) <= 500
+        assert caught.value.retry_after == 7
+        assert caught.value.partial is None
+        assert len(server.requests) == 1  # max_retries=0
+
+    async def test_error_mid_stream_keeps_the_partial_output(
+        self, harness: ProviderHarness
+    ) -> None:
+        """An error event after some chunks raises with those chunks as ``partial``."""
+        received: list[AIMessageChunk] = []
+
+        async def consume(model: BaseChatModel) -> None:
+            async for chunk in model.astream("Hi"):
+                received.append(chunk)
+
+        async with self.running(harness, faults=Faults(error_event_after=3)) as (_, model):
+            with pytest.raises(ProviderError) as caught:
+                await consume(model)
+        assert caught.value.status is None
+        partial = caught.value.partial
+        assert partial is not None
+        assert received
+        assert partial.content == "".join(str(chunk.content) for chunk in received)
+        assert "Hello, world!".startswith(str(partial.content))
+        assert partial.content
+
+    # -- retries ----------------------------------------------------------------------------
+
+    async def test_retries_until_success(self, harness: ProviderHarness) -> None:
+        """A retryable status is retried until the server succeeds."""
+        faults = Faults(http_error=503, fail_times=2, headers={"retry-after-ms": "1"})
+        async with self.running(harness, faults=faults, max_retries=2) as (server, model):
+            message = await model.ainvoke("Hi")
+        assert message.content == "Hello, world!"
+        assert len(server.requests) == 3
+
+    @pytest.mark.parametrize(
+        ("headers", "attempts"),
+        [({"retry-after-ms": "1"}, 3), ({"x-should-retry": "false"}, 1)],
+        ids=["after-max-retries", "x-should-retry-false"],
+    )
+    async def test_retries_stop(
+        self, harness: ProviderHarness, headers: dict[str, str], attempts: int
+    ) -> None:
+        """Retries stop after ``max_retries``, or at once on ``x-should-retry: false``."""
+        faults = Faults(http_error=503, headers=headers)
+        async with self.running(harness, faults=faults, max_retries=2) as (server, model):
+            with pytest.raises(OverloadedError):
+                await model.ainvoke("Hi")
+        assert len(server.requests) == attempts
+
+    async def test_retry_after_ms_is_honoured(
+        self, harness: ProviderHarness, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The retry waits the ``retry-after-ms`` the server asked for."""
+        # retry-after-ms wins over retry-after: obeying the 30 s one would hit the bound below.
+        headers = {"retry-after-ms": "2", "retry-after": "30"}
+        faults = Faults(http_error=429, fail_times=1, headers=headers)
+        caplog.set_level(logging.INFO, logger="chatstream")
+        async with self.running(harness, faults=faults, max_retries=1) as (server, model):
+            with anyio.fail_after(_SETTLE):
+                await model.ainvoke("Hi")
+        assert len(server.requests) == 2
+        delays = [getattr(r, "retry_delay", None) for r in caplog.records]
+        assert 0.002 in delays
+
+    async def test_x_should_retry_true_retries_a_client_error(
+        self, harness: ProviderHarness
+    ) -> None:
+        """``x-should-retry: true`` retries even a 400."""
+        headers = {"x-should-retry": "true", "retry-after-ms": "1"}
+        faults = Faults(http_error=400, fail_times=1, headers=headers)
+        async with self.running(harness, faults=faults, max_retries=2) as (server, model):
+            await model.ainvoke("Hi")
+        assert len(server.requests) == 2
+
+    async def test_no_retry_once_a_chunk_was_streamed(self, harness: ProviderHarness) -> None:
+        """A stream that breaks after chunks were delivered is not sent again."""
+        async with self.running(harness, faults=Faults(disconnect_after=3), max_retries=2) as (
+            server,
+            model,
+        ):
+            with pytest.raises(ChatStreamError) as caught:
+                await model.ainvoke("Hi")
+            assert harness.pool_stats(model).in_use == 0
+        assert caught.value.partial is not None
+        assert caught.value.partial.content
+        assert len(server.requests) == 1
+
+    # -- timeouts, early exit, cancellation -------------------------------------------------
+
+    async def test_idle_timeout_raises_with_the_partial_output(
+        self, harness: ProviderHarness
+    ) -> None:
+        """A server that goes silent mid-stream times out, with the partial output."""
+        faults = Faults(stall_after=3)
+        async with self.running(harness, faults=faults, idle_timeout=0.2, max_retries=2) as (
+            server,
+            model,
+        ):
+            with pytest.raises(APITimeoutError) as caught:
+                await model.ainvoke("Hi")
+            await server.wait_for_disconnects(1)
+            assert harness.pool_stats(model).in_use == 0
+        assert caught.value.partial is not None
+        assert caught.value.partial.content
+        assert len(server.requests) == 1
+
+    async def test_early_break_releases_the_connection(self, harness: ProviderHarness) -> None:
+        """Breaking out of a stream closes its connection at once."""
+        faults = Faults(chunk_delay=0.01)
+        async with self.running(harness, [LONG], faults) as (server, model):
+            async with model.astream("Tick") as stream:
+                async for _ in stream:
+                    break
+            # Released at once: not read to the end, not parked in the pool.
+            assert harness.pool_stats(model) == PoolStats(0, 0)
+            await server.wait_for_disconnects(1)
+
+    async def test_cancel_while_waiting_for_a_connection(self, harness: ProviderHarness) -> None:
+        """Cancelling a call queued for a pool slot leaks nothing."""
+        async with self.running(harness, [LONG], Faults(stall_after=2), max_connections=1) as (
+            server,
+            model,
+        ):
+            async with model.astream("Hold the only connection") as holder:
+                await holder.__anext__()
+                with anyio.CancelScope() as scope:
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(model.ainvoke, "Wait for it")
+                        await anyio.wait_all_tasks_blocked()
+                        scope.cancel()
+                assert harness.pool_stats(model).in_use == 1
+            await server.wait_for_disconnects(1)
+            assert harness.pool_stats(model) == PoolStats(0, 0)
+        assert len(server.requests) == 1  # the waiting call never reached the server
+
+    async def test_cancel_while_waiting_for_headers(self, harness: ProviderHarness) -> None:
+        """Cancelling before the response headers leaves no connection open."""
+        async with self.running(harness, faults=Faults(first_byte_delay=30)) as (server, model):
+            async with anyio.create_task_group() as group:
+                group.start_soon(model.ainvoke, "Hi")
+                await server.wait_for_requests(1)
+                group.cancel_scope.cancel()
+            assert harness.pool_stats(model) == PoolStats(0, 0)
+
+    async def test_cancel_at_the_first_byte(self, harness: ProviderHarness) -> None:
+        """Cancelling after the headers, before any event, closes the connection."""
+        async with self.running(harness, faults=Faults(stall_after=0)) as (server, model):
+            async with anyio.create_task_group() as group:
+                group.start_soon(model.ainvoke, "Hi")
+                await _until(lambda: server.active_streams == 1)
+                group.cancel_scope.cancel()
+            assert harness.pool_stats(model) == PoolStats(0, 0)
+            await server.wait_for_disconnects(1)
+
+    async def test_cancel_mid_body(self, harness: ProviderHarness) -> None:
+        """Cancelling a consumer mid-stream closes the connection."""
+        async with self.running(harness, faults=Faults(stall_after=3)) as (server, model):
+            received: list[AIMessageChunk] = []
+
+            async def consume() -> None:
+                async for chunk in model.astream("Hi"):
+                    received.append(chunk)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(consume)
+                await _until(lambda: bool(received))
+                await anyio.wait_all_tasks_blocked()
+                group.cancel_scope.cancel()
+            assert harness.pool_stats(model) == PoolStats(0, 0)
+            await server.wait_for_disconnects(1)
+
+    # -- sync API ---------------------------------------------------------------------------
+
+    async def test_sync_invoke_and_stream(self, harness: ProviderHarness) -> None:
+        """The sync ``invoke`` and ``stream`` work over the same server."""
+        async with self.running(harness) as (server, model):
+            # The sync API runs on chatstream's bridge loop, in a thread of its own.
+            message = await anyio.to_thread.run_sync(model.invoke, "Hi")
+            chunks = await anyio.to_thread.run_sync(lambda: list(model.stream("Hi")))
+            await anyio.to_thread.run_sync(model.close)
+        assert message.content == "Hello, world!"
+        assert "".join(str(chunk.content) for chunk in chunks) == "Hello, world!"
+        assert len(server.requests) == 2
+
+    # -- secrets ----------------------------------------------------------------------------
+
+    async def test_no_api_key_in_errors_reprs_or_logs(
+        self, harness: ProviderHarness, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The key appears in no error, repr, dump or log line."""
+        caplog.set_level(logging.DEBUG)
+        async with self.running(harness, api_key=SECRET, max_retries=1) as (server, model):
+            with pytest.raises(AuthenticationError) as refused:
+                await model.ainvoke("Hi")
+            server.script(faults=Faults(http_error=503, headers={"retry-after-ms": "1"}))
+            with pytest.raises(ProviderError) as failed:
+                await model.ainvoke("Hi")
+            shown = [repr(model), str(model), model.model_dump_json()]
+        for error in (refused.value, failed.value):
+            shown += [str(error), repr(error), repr(error.body), repr(vars(error))]
+            shown += [str(error.__cause__), repr(error.__cause__)]
+        shown.append(caplog.text)
+        assert server.requests[0].headers["authorization"].endswith(SECRET)  # it was sent
+        for text in shown:
+            assert SECRET not in text
+            assert SECRET[8:-8] not in text

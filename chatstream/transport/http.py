@@ -1,0 +1,387 @@
+"""The HTTP client providers use: `HTTPClient.open_stream` for streamed bodies, `request_json`.
+
+Retries, timeouts, error mapping and releasing connections all happen here, once. Nothing
+above this module sees an aiohttp type or exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as _json
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
+
+import aiohttp
+import anyio
+
+from chatstream.errors import (
+    APIConnectionError,
+    ChatStreamError,
+    ProviderError,
+    StreamProtocolError,
+)
+
+from ._errors import error_class, map_client_error, status_error
+from ._retry import RetryPolicy, parse_retry_after, should_retry_status
+from ._session import PoolStats, SessionPool, Timeout
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from types import TracebackType
+
+    from chatstream._compat import Self
+
+__all__ = [
+    "Decoder",
+    "HTTPClient",
+    "PoolStats",
+    "ResponseStream",
+    "RetryPolicy",
+    "Timeout",
+    "error_class",
+]
+
+logger = logging.getLogger("chatstream.transport")
+
+T = TypeVar("T")
+
+_ERROR_BODY_LIMIT = 64 * 1024
+"""Bytes of an error response read (only an excerpt is kept, but the message may be late)."""
+
+_DRAIN_TIMEOUT = 0.25
+"""Seconds to wait, after a protocol's end marker, for the HTTP body to end."""
+
+_CLIENT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+"""What aiohttp and the socket raise for network trouble (TimeoutError is an OSError)."""
+
+
+class Decoder(Protocol[T]):
+    """A sans-I/O body decoder, such as `chatstream.transport.sse.SSEDecoder`."""
+
+    def feed(self, data: bytes) -> list[T]:
+        """Decode the next bytes; return what they completed."""
+        ...
+
+    def close(self) -> list[T]:
+        """End the body; return anything completed by its end."""
+        ...
+
+
+@final
+class HTTPClient:
+    """The connections, retry policy and time limits of one model.
+
+    Args:
+        provider: The provider's name, recorded on every error.
+        timeout: Time limits of each call.
+        max_retries: Retries of a failed request (connection error, 408, 409, 429, 5xx).
+        max_connections: Pool size per event loop.
+        retry: A full retry policy; overrides ``max_retries``.
+    """
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        timeout: Timeout | None = None,
+        max_retries: int = 2,
+        max_connections: int = 100,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.provider = provider
+        self.retry = retry if retry is not None else RetryPolicy(max_retries=max_retries)
+        self._pool = SessionPool(timeout=timeout or Timeout(), max_connections=max_connections)
+
+    def open_stream(
+        self,
+        url: str,
+        *,
+        json: Any,
+        headers: Mapping[str, str],
+        decoder: Decoder[T],
+        secrets: Iterable[str] = (),
+    ) -> ResponseStream[T]:
+        """POST ``json`` and stream the response body through ``decoder``.
+
+        Use it as ``async with client.open_stream(...) as items: async for item in items``.
+        Entering sends the request, retrying as the policy allows; no retry happens once the
+        body is being read. Leaving releases the connection: back to the pool when the body
+        was read to its end, otherwise closed at once (an early ``break`` reads nothing more).
+
+        Args:
+            url: The endpoint.
+            json: The request body, encoded as JSON.
+            headers: Request headers (credentials included).
+            decoder: Turns body bytes into items (SSE events, NDJSON values).
+            secrets: Values scrubbed from error messages (credentials the server may echo).
+
+        Raises:
+            ProviderError: The server answered with an error status (a subclass per status).
+            APIConnectionError: The server could not be reached (`APITimeoutError` on time).
+            StreamInterruptedError: The body broke off while being read.
+        """
+        return ResponseStream(self, url, _encode(json), headers, decoder, secrets)
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        secrets: Iterable[str] = (),
+    ) -> Any:
+        """Send one request and return its JSON response body, with the same retries and errors.
+
+        Raises:
+            ProviderError: The server answered with an error status.
+            APIConnectionError: The server could not be reached or the body broke off.
+            StreamProtocolError: The body was not JSON.
+        """
+        body = None if json is None else _encode(json)
+        response = await self._send(method, url, body, headers or {}, tuple(secrets))
+        try:
+            raw = await response.read()
+        except _CLIENT_ERRORS as exc:
+            raise map_client_error(exc, in_body=True, url=url) from exc
+        finally:
+            response.release()
+        try:
+            return _json.loads(raw)
+        except ValueError as exc:
+            text = raw[:200].decode("utf-8", "replace")
+            raise StreamProtocolError(f"the response from {url} is not JSON", line=text) from exc
+
+    def stats(self) -> PoolStats:
+        """Connection counts of the running loop's pool (for tests and diagnostics)."""
+        return self._pool.stats()
+
+    async def aclose(self) -> None:
+        """Close the sessions of every loop that used this client. Idempotent."""
+        await self._pool.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        secrets: tuple[str, ...],
+    ) -> aiohttp.ClientResponse:
+        """Send until a 2xx response arrives (returned unread) or the policy gives up."""
+        session = await self._pool.session()
+        policy = self.retry
+        total = self._pool.timeout.total
+        loop = asyncio.get_running_loop()
+        deadline = None if total is None else loop.time() + total
+        retry = 0
+        while True:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
+            timeout = (
+                self._pool.default_timeout
+                if remaining is None
+                else self._pool.timeout.client_timeout(remaining)
+            )
+            try:
+                response = await session.request(
+                    method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                )
+            except _CLIENT_ERRORS as exc:
+                error: ChatStreamError = map_client_error(exc, in_body=False, url=url)
+                if not isinstance(error, APIConnectionError) or retry >= policy.max_retries:
+                    raise error from exc
+                delay = policy.delay(retry, None, now=time.time())
+                cause: BaseException = exc
+            else:
+                if response.status < 300:
+                    return response
+                error = await self._status_error(response, url, secrets)
+                if retry >= policy.max_retries or not should_retry_status(
+                    response.status, response.headers
+                ):
+                    raise error
+                delay = policy.delay(retry, response.headers, now=time.time())
+                cause = error
+            if deadline is not None and loop.time() + delay >= deadline:
+                raise error from cause
+            retry += 1
+            logger.info(
+                "retrying %s %s in %.3f s (retry %d of %d) after %s",
+                method,
+                url,
+                delay,
+                retry,
+                policy.max_retries,
+                error,
+                extra={"retry_delay": delay, "retry_number": retry},
+            )
+            await anyio.sleep(delay)
+
+    async def _status_error(
+        self, response: aiohttp.ClientResponse, url: str, secrets: tuple[str, ...]
+    ) -> ProviderError:
+        try:
+            raw = await _read_limited(response)
+        except _CLIENT_ERRORS:
+            raw = b""  # the status alone still says what went wrong
+        finally:
+            response.release()
+        return status_error(
+            response.status,
+            response.reason,
+            response.headers,
+            raw.decode("utf-8", "replace"),
+            provider=self.provider,
+            retry_after=parse_retry_after(response.headers, now=time.time()),
+            secrets=secrets,
+        )
+
+
+@final
+class ResponseStream(Generic[T]):
+    """A streamed response body as decoded items; made by `HTTPClient.open_stream`.
+
+    Attributes:
+        content_type: The response's media type (``"text/event-stream"``, ...), once entered.
+        truncated: After the end of the body: whether it stopped inside an item, i.e. the
+            server cut it short.
+    """
+
+    __slots__ = (
+        "_body",
+        "_client",
+        "_content",
+        "_decoder",
+        "_done",
+        "_headers",
+        "_ready",
+        "_response",
+        "_secrets",
+        "_url",
+        "content_type",
+        "truncated",
+    )
+
+    def __init__(
+        self,
+        client: HTTPClient,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        decoder: Decoder[T],
+        secrets: Iterable[str],
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._body = body
+        self._headers = headers
+        self._decoder = decoder
+        self._secrets = tuple(secrets)
+        self._response: aiohttp.ClientResponse | None = None
+        self._content: aiohttp.StreamReader | None = None
+        self._ready: deque[T] = deque()
+        self._done = False
+        self.content_type = ""
+        self.truncated = False
+
+    async def __aenter__(self) -> Self:
+        response = await self._client._send(
+            "POST", self._url, self._body, self._headers, self._secrets
+        )
+        self._response = response
+        self._content = response.content
+        self.content_type = response.content_type
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        ready = self._ready
+        while not ready:
+            if self._done:
+                raise StopAsyncIteration
+            content = self._content
+            if content is None:
+                raise RuntimeError("enter the stream with `async with` before iterating it")
+            try:
+                data = await content.readany()
+            except _CLIENT_ERRORS as exc:
+                raise map_client_error(exc, in_body=True, url=self._url) from exc
+            if data:
+                ready.extend(self._decoder.feed(data))
+            else:
+                self._done = True
+                ready.extend(self._decoder.close())
+                self.truncated = bool(getattr(self._decoder, "pending", False))
+        return ready.popleft()
+
+    async def read(self) -> bytes:
+        """The rest of the body, undecoded (for a server that answered JSON instead)."""
+        if self._response is None:
+            raise RuntimeError("enter the stream with `async with` before reading it")
+        try:
+            data = await self._response.read()
+        except _CLIENT_ERRORS as exc:
+            raise map_client_error(exc, in_body=True, url=self._url) from exc
+        self._done = True
+        return data
+
+    async def drain(self) -> None:
+        """The protocol's end marker arrived: let the body end, so the connection is reused.
+
+        Waits at most a fraction of a second for the end of the HTTP body and discards what
+        comes; a server that keeps the response open just gets its connection closed.
+        """
+        content = self._content
+        if content is None or content.at_eof():
+            return
+        with anyio.move_on_after(_DRAIN_TIMEOUT):
+            try:
+                while await content.readany():
+                    pass
+            except _CLIENT_ERRORS:
+                pass  # the answer is complete; a broken tail only costs the connection
+
+    def close(self) -> None:
+        """Release the connection: to the pool if the body was read to its end, else closed."""
+        response, self._response = self._response, None
+        if response is None:
+            return
+        self._done = True
+        self._ready.clear()
+        if response.content.at_eof():
+            response.release()
+        else:
+            # Closing, not reading the rest: an early break must free the connection at once.
+            response.close()
+
+
+_ENCODER = _json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""Made once: ``json.dumps`` with options builds a new encoder on every call."""
+
+
+def _encode(value: Any) -> bytes:
+    return _ENCODER.encode(value).encode()
+
+
+async def _read_limited(response: aiohttp.ClientResponse) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while size < _ERROR_BODY_LIMIT:
+        part = await response.content.read(_ERROR_BODY_LIMIT - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
