@@ -110,7 +110,10 @@ class BaseChatModel(BaseModel, ABC):
         *,
         where: str = "input",
     ) -> Run:
-        if self._closed:
+        # Read from pydantic's private-attribute slot: `self._closed` goes through its slow
+        # __getattr__ fallback, which cost more than the rest of starting a run.
+        private = self.__pydantic_private__
+        if private is not None and private["_closed"]:
             raise ClosedError(f"{type(self).__name__} was closed; create a new model to call it")
         for key in params:
             if key not in self.call_params:
@@ -148,7 +151,8 @@ class BaseChatModel(BaseModel, ABC):
             run = self._start(input, stop, config, params)
         if observer is not None:
             run.observers.insert(0, observer)
-        callbacks = Callbacks.of(self.callbacks, (config or {}).get("callbacks"))
+        handlers = config.get("callbacks") if config else None
+        callbacks = Callbacks.of(self.callbacks, handlers) if self.callbacks or handlers else None
         run.start()
         if callbacks:
             await callbacks.chat_model_start(run)

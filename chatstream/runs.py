@@ -68,7 +68,7 @@ class RunObserver(Protocol):
 
 def global_observers() -> list[RunObserver]:
     """Observers that watch every run: the tracer, when ``CHATSTREAM_TRACING`` turns it on."""
-    if not os.environ.get("CHATSTREAM_TRACING", "").strip():
+    if not (os.environ.get("CHATSTREAM_TRACING") or "").strip():
         return []
     # Imported only when asked for, so that `import chatstream` never loads the tracing sinks.
     from .tracing import tracer_from_env
@@ -103,8 +103,6 @@ class Run:
     """A model call's input, as messages."""
     invocation_params: dict[str, Any] = field(default_factory=dict)
     """The model and the parameters the call used (never a secret)."""
-    id: UUID = field(default_factory=uuid.uuid4)
-    """A fresh uuid4, unless the config gave one."""
     parent_run_id: UUID | None = None
     """The enclosing run, when the call ran inside another run or a traced step."""
     run_type: str = "chat_model"
@@ -131,6 +129,18 @@ class Run:
     """Who is told about this run as it happens."""
     _outputs: list[AIMessageChunk] | None = None
     _final_output: LLMResult | None = None
+    _id: UUID | None = None
+
+    @property
+    def id(self) -> UUID:
+        """A uuid4 made when first read (a plain stream never pays for it), or the config's."""
+        if self._id is None:
+            self._id = uuid.uuid4()
+        return self._id
+
+    @id.setter
+    def id(self, value: UUID) -> None:
+        self._id = value
 
     @classmethod
     def create(cls, name: str, **fields: Any) -> Run:
