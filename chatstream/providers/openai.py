@@ -8,23 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 from pydantic import Field, PrivateAttr, SecretStr
 
 from .._compat import override
-from ..errors import (
-    AuthenticationError,
-    BadRequestError,
-    NotFoundError,
-    OverloadedError,
-    ProviderError,
-    RateLimitError,
-    ServerError,
-    StreamInterruptedError,
-    StreamProtocolError,
-)
+from ..errors import BadRequestError, StreamInterruptedError
 from ..messages import (
     AIMessage,
     AIMessageChunk,
@@ -39,86 +28,38 @@ from ..messages import (
 )
 from ..model import BaseChatModel
 from ..runs import CHOICE_INDEX
-from ..transport.http import HTTPClient, PoolStats, Timeout, error_class
+from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.sse import SSEDecoder
 from ._chunks import new_chunk
+from ._common import (
+    ErrorEvent,
+    dump_arguments,
+    env_secret,
+    http_client,
+    loads,
+    map_stream_errors,
+    require_key,
+    usage_metadata,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
+    from contextlib import AbstractContextManager
 
 __all__ = ["ChatOpenAI", "Timeout"]
 
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
-_EXCERPT = 500
-"""Characters of an in-stream error object kept as the error's body."""
 
-# In-stream error objects carry no HTTP status, so their class comes from the type or code
-# they name (OpenAI, vLLM, llama.cpp, Ollama spellings); anything else is a server failure.
-_ERROR_KINDS: dict[str, type[ProviderError]] = {
-    "invalid_request_error": BadRequestError,
-    "BadRequestError": BadRequestError,
-    "context_length_exceeded": BadRequestError,
-    "exceed_context_size_error": BadRequestError,
-    "authentication_error": AuthenticationError,
-    "invalid_api_key": AuthenticationError,
-    "not_found_error": NotFoundError,
-    "NotFoundError": NotFoundError,
-    "model_not_found": NotFoundError,
-    "rate_limit_exceeded": RateLimitError,
-    "rate_limit_error": RateLimitError,
-    "overloaded_error": OverloadedError,
-    "server_is_overloaded": OverloadedError,
-    "service_unavailable_error": OverloadedError,
-    "unavailable_error": OverloadedError,
-}
-
-
-class _ErrorEvent(Exception):
-    """An error object the server sent inside a 200 stream (raised by `_to_chunk`)."""
-
-    def __init__(self, error: Any) -> None:
-        super().__init__("error event")
-        self.error = error
-
-
-def _stream_error(error: Any) -> ProviderError:
-    """The chatstream error for an in-stream ``{"error": ...}`` object (§1.5, §1.7)."""
-    body = json.dumps(error, ensure_ascii=False)
-    if not isinstance(error, dict):
-        message = error if isinstance(error, str) else body
-        return ServerError(message, provider=PROVIDER, body=body[:_EXCERPT])
-    message = error.get("message") or "the server reported an error mid-stream"
-    code, kind = error.get("code"), error.get("type")
-    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
-        cls = error_class(code)  # vLLM and llama.cpp put the HTTP status in ``code``
-    else:
-        cls = _ERROR_KINDS.get(str(code), _ERROR_KINDS.get(str(kind), ServerError))
-    label = code if code not in (None, "") else kind
-    return cls(
-        str(message),
-        provider=PROVIDER,
-        code=None if label is None else str(label),
-        body=body[:_EXCERPT],
-    )
-
-
-@contextmanager
-def _map_errors() -> Iterator[None]:
+def _map_errors() -> AbstractContextManager[None]:
     """Translate what goes wrong inside an OpenAI event stream into chatstream errors.
 
     HTTP statuses are mapped by the transport; this covers the 200 stream: an ``error`` object
-    where a chunk was expected, and a data event that is not JSON.
+    where a chunk was expected (its ``type`` or ``code`` picks the class), and a data event
+    that is not JSON.
     """
-    try:
-        yield
-    except _ErrorEvent as event:
-        raise _stream_error(event.error) from None
-    except json.JSONDecodeError as exc:
-        raise StreamProtocolError(
-            f"a data event of the stream is not JSON ({exc.msg})", line=exc.doc[:200]
-        ) from exc
+    return map_stream_errors(PROVIDER)
 
 
 # -- request ------------------------------------------------------------------------------------
@@ -250,12 +191,12 @@ def _to_chunk(event: Any, *, n: int = 1) -> AIMessageChunk | None:
         n: The number of choices requested; above 1, every chunk names its choice.
 
     Raises:
-        _ErrorEvent: The object is an error report (``{"error": ...}``).
+        ErrorEvent: The object is an error report (``{"error": ...}``).
     """
     choice: dict[str, Any]
     match event:
         case {"error": error} if error:
-            raise _ErrorEvent(error)
+            raise ErrorEvent(error)
         case {"choices": [dict() as choice]}:
             pass
         case _:
@@ -292,7 +233,7 @@ def _delta_extras(delta: Mapping[str, Any]) -> tuple[list[ToolCallChunk], dict[s
             key: value
             for key, value in (
                 ("name", function_call.get("name")),
-                ("arguments", _arguments(function_call.get("arguments"))),
+                ("arguments", dump_arguments(function_call.get("arguments"))),
             )
             if value is not None
         }
@@ -322,17 +263,10 @@ def _tool_call_chunk(call: Mapping[str, Any], position: int) -> ToolCallChunk:
     function = call.get("function") or {}
     return ToolCallChunk(
         name=function.get("name") or None,
-        args=_arguments(function.get("arguments")),
+        args=dump_arguments(function.get("arguments")),
         id=call.get("id") or None,
         index=call.get("index", position),
     )
-
-
-def _arguments(value: Any) -> str | None:
-    # Some servers send the arguments as an object rather than JSON text.
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _usage(event: Mapping[str, Any]) -> UsageMetadata | None:
@@ -343,43 +277,23 @@ def _usage(event: Mapping[str, Any]) -> UsageMetadata | None:
         usage = groq.get("usage") if isinstance(groq, dict) else None
         if not usage:
             return None
-    input_tokens = int(usage.get("prompt_tokens") or 0)
-    output_tokens = int(usage.get("completion_tokens") or 0)
-    result = UsageMetadata(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        total_tokens=int(usage.get("total_tokens") or input_tokens + output_tokens),
+    return usage_metadata(
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        total_tokens=int(usage.get("total_tokens") or 0),
+        input_details=_details(usage.get("prompt_tokens_details"), _INPUT_DETAILS),
+        output_details=_details(usage.get("completion_tokens_details"), _OUTPUT_DETAILS),
     )
-    for source, target, names in (
-        ("prompt_tokens_details", "input_token_details", _INPUT_DETAILS),
-        ("completion_tokens_details", "output_token_details", _OUTPUT_DETAILS),
-    ):
-        details = usage.get(source)
-        if isinstance(details, dict):
-            kept = {
-                name: int(details[key]) for key, name in names if isinstance(details.get(key), int)
-            }
-            if kept:
-                result[target] = kept  # type: ignore[literal-required]  # one of the two detail keys
-    return result
+
+
+def _details(details: Any, names: tuple[tuple[str, str], ...]) -> dict[str, int] | None:
+    if not isinstance(details, dict):
+        return None
+    return {name: int(details[key]) for key, name in names if isinstance(details.get(key), int)}
 
 
 _INPUT_DETAILS = (("cached_tokens", "cache_read"), ("audio_tokens", "audio"))
 _OUTPUT_DETAILS = (("reasoning_tokens", "reasoning"), ("audio_tokens", "audio"))
-
-_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by __init__; typeshed omits it
-
-
-def _loads(data: str) -> Any:
-    """``json.loads`` for one event's data, without its wrappers when the data is plain."""
-    # The C scanner alone: json.loads adds two wrapper calls and two regex matches per event.
-    try:
-        value, end = _scan_json(data, 0)
-    except StopIteration:
-        end = -1
-    if end != len(data):  # leading or trailing whitespace, junk, or not JSON: the full path
-        return json.loads(data)
-    return value
 
 
 def _split_choices(event: Mapping[str, Any]) -> list[Any]:
@@ -452,11 +366,6 @@ class _ModelState:
 # -- the model ----------------------------------------------------------------------------------
 
 
-def _env_key() -> SecretStr | None:
-    key = os.environ.get("OPENAI_API_KEY")
-    return SecretStr(key) if key else None
-
-
 @final
 class ChatOpenAI(BaseChatModel):
     """A chat model served by OpenAI's Chat Completions API or any compatible server.
@@ -491,7 +400,7 @@ class ChatOpenAI(BaseChatModel):
 
     model: str = "gpt-4o-mini"
     """The model to call."""
-    api_key: SecretStr | None = Field(default_factory=_env_key)
+    api_key: SecretStr | None = Field(default_factory=lambda: env_secret("OPENAI_API_KEY"))
     """The API key; default: the ``OPENAI_API_KEY`` environment variable. Never shown."""
     base_url: str = Field(
         default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
@@ -538,14 +447,7 @@ class ChatOpenAI(BaseChatModel):
     @override
     def model_post_init(self, context: Any, /) -> None:
         """Create the HTTP client from the transport settings (no connection is opened)."""
-        self._state = _ModelState(
-            HTTPClient(
-                provider=PROVIDER,
-                timeout=self.timeout,
-                max_retries=self.max_retries,
-                max_connections=self.max_connections,
-            )
-        )
+        self._state = _ModelState(http_client(PROVIDER, self))
 
     @property
     @override
@@ -558,13 +460,12 @@ class ChatOpenAI(BaseChatModel):
         return self._state.client.stats()
 
     def _headers(self) -> tuple[dict[str, str], tuple[str, ...]]:
-        key = self.api_key.get_secret_value() if self.api_key is not None else ""
-        if not key:
-            raise AuthenticationError(
-                "no OpenAI API key: set the OPENAI_API_KEY environment variable or pass "
-                "ChatOpenAI(api_key=...) (a keyless local server accepts any placeholder)",
-                provider=PROVIDER,
-            )
+        key = require_key(
+            self.api_key,
+            provider=PROVIDER,
+            hint="no OpenAI API key: set the OPENAI_API_KEY environment variable or pass "
+            "ChatOpenAI(api_key=...) (a keyless local server accepts any placeholder)",
+        )
         headers = {
             "Authorization": f"Bearer {key}",
             "Content-Type": "application/json",
@@ -608,7 +509,7 @@ class ChatOpenAI(BaseChatModel):
                                     response.done = True
                                     break
                                 if data:  # a bare ``data:`` line has none (protocols.md §4.2)
-                                    for chunk in response.feed(_loads(data)):
+                                    for chunk in response.feed(loads(data)):
                                         yield chunk
                     response.check_end()
                     if response.done:

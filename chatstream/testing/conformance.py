@@ -1,7 +1,8 @@
 """The provider conformance suite: one set of pytest tests that every provider runs unchanged.
 
 A provider's test module subclasses `ChatModelConformance` (under a ``Test...`` name) and
-defines a ``harness`` fixture returning its `ProviderHarness`. Needs pytest and anyio's plugin.
+defines a ``harness`` fixture returning its `ProviderHarness`; what its wire cannot express is
+declared in `Capabilities`, never by editing tests. Needs pytest and anyio's plugin.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import anyio
 import pytest
@@ -32,13 +33,13 @@ from chatstream.transport.http import PoolStats
 from ._script import Faults, ScriptedReply, ScriptedToolCall
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     from chatstream.model import BaseChatModel
 
     from ._base import LocalServer
 
-__all__ = ["ChatModelConformance", "ProviderHarness", "ReceivedRequest"]
+__all__ = ["Capabilities", "ChatModelConformance", "ProviderHarness", "ReceivedRequest"]
 
 HELLO = ScriptedReply(
     text_chunks=["Hello", ",", " world", "!"], usage={"prompt_tokens": 7, "completion_tokens": 4}
@@ -77,8 +78,37 @@ class ReceivedRequest:
     body: Any = None
 
 
+def _same_id(scripted: str) -> str:
+    return scripted
+
+
+@final
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider's wire can express; a test that needs more adapts or is skipped, saying so.
+
+    The defaults describe OpenAI's wire, so a harness without ``capabilities`` gets every test.
+    """
+
+    request_ids: bool = True
+    """The server names every response with a request id header (Ollama sends none)."""
+    credential_header: str = "authorization"
+    """The request header that carries the API key (Anthropic: ``x-api-key``)."""
+    streamed_tool_arguments: bool = True
+    """Tool-call arguments stream as text fragments (Ollama sends each call whole)."""
+    raw_tool_arguments: bool = True
+    """Arguments that are not JSON reach the client as the model wrote them (Ollama's server
+    parses them into an object, so a broken one cannot be sent)."""
+    tool_call_id: Callable[[str], str] = _same_id
+    """The id the server gives a scripted tool call id (Anthropic's server makes ``toolu_`` ids)."""
+
+
 class ProviderHarness(Protocol):
-    """What the suite needs from a provider: its server, its model, and its wire, read back."""
+    """What the suite needs from a provider: its server, its model, and its wire, read back.
+
+    A harness may also have a ``capabilities`` attribute (`Capabilities`); without one, every
+    capability is assumed.
+    """
 
     @property
     def finish_reasons(self) -> Mapping[str, str]:
@@ -110,6 +140,11 @@ class ProviderHarness(Protocol):
     def pool_stats(self, model: BaseChatModel) -> PoolStats:
         """The model's connection pool on the running loop."""
         ...
+
+
+def _capabilities(harness: ProviderHarness) -> Capabilities:
+    found = getattr(harness, "capabilities", None)
+    return found if isinstance(found, Capabilities) else Capabilities()
 
 
 API_KEY = "conformance-key"
@@ -228,11 +263,16 @@ class ChatModelConformance:
         async with self.running(harness, [WEATHER]) as (_, model):
             chunks = [chunk async for chunk in model.astream("Weather and time?")]
             message = await model.ainvoke("Weather and time?")
+        capabilities = _capabilities(harness)
         fragments = [f for chunk in chunks for f in chunk.tool_call_chunks]
-        assert len(fragments) > 2  # streamed in pieces, not whole
+        if capabilities.streamed_tool_arguments:
+            assert len(fragments) > 2  # streamed in pieces, not whole
+        else:
+            assert len({f["index"] for f in fragments}) == 2  # whole calls, told apart
+        served = capabilities.tool_call_id
         assert message.tool_calls == [
-            {"name": "get_weather", "args": {"city": "Paris"}, "id": "call_a"},
-            {"name": "get_time", "args": {"tz": "CET"}, "id": "call_b"},
+            {"name": "get_weather", "args": {"city": "Paris"}, "id": served("call_a")},
+            {"name": "get_time", "args": {"tz": "CET"}, "id": served("call_b")},
         ]
         assert message.invalid_tool_calls == []
         assert message.response_metadata["finish_reason"] == "tool_calls"
@@ -241,6 +281,9 @@ class ChatModelConformance:
         self, harness: ProviderHarness
     ) -> None:
         """Arguments that are not JSON land in ``invalid_tool_calls``, unraised."""
+        capabilities = _capabilities(harness)
+        if not capabilities.raw_tool_arguments:
+            pytest.skip("the server parses tool arguments, so broken ones cannot reach a client")
         broken = ScriptedToolCall(id="call_x", name="get_weather", argument_chunks=['{"city": '])
         reply = ScriptedReply(tool_calls=[broken], finish_reason="tool_calls")
         async with self.running(harness, [reply]) as (_, model):
@@ -249,7 +292,7 @@ class ChatModelConformance:
         [invalid] = message.invalid_tool_calls
         assert (invalid["name"], invalid["id"], invalid["args"]) == (
             "get_weather",
-            "call_x",
+            capabilities.tool_call_id("call_x"),
             '{"city": ',
         )
 
@@ -307,7 +350,8 @@ class ChatModelConformance:
                 await model.ainvoke("Hi")
         assert type(caught.value) is error
         assert caught.value.status == status
-        assert caught.value.request_id
+        if _capabilities(harness).request_ids:
+            assert caught.value.request_id
         assert caught.value.message
         assert caught.value.body is not None
         assert 0 < len(caught.value.body) <= 500
@@ -514,7 +558,8 @@ class ChatModelConformance:
             shown += [str(error), repr(error), repr(error.body), repr(vars(error))]
             shown += [str(error.__cause__), repr(error.__cause__)]
         shown.append(caplog.text)
-        assert server.requests[0].headers["authorization"].endswith(SECRET)  # it was sent
+        header = _capabilities(harness).credential_header
+        assert server.requests[0].headers[header].endswith(SECRET)  # it was sent
         for text in shown:
             assert SECRET not in text
             assert SECRET[8:-8] not in text

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-from aiohttp import web
 
 from chatstream.errors import (
     AuthenticationError,
@@ -27,22 +26,24 @@ from chatstream.messages import (
     SystemMessage,
     ToolMessage,
 )
-from chatstream.providers.openai import ChatOpenAI, Timeout, _to_chunk, _to_wire
+from chatstream.providers.openai import ChatOpenAI, _to_chunk, _to_wire
 from chatstream.testing.conformance import ChatModelConformance, ReceivedRequest
 from chatstream.testing.openai_server import Faults, OpenAIServer, ScriptedReply, ScriptedToolCall
+
+from ._helpers import ModelHarness, serve_raw, stream_answer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
-    from chatstream.model import BaseChatModel
     from chatstream.testing._base import LocalServer
-    from chatstream.transport.http import PoolStats
 
 KEY = "test-key"
 HELLO = ScriptedReply(text_chunks=["Hel", "lo"], usage={"prompt_tokens": 3, "completion_tokens": 2})
 
 
-class OpenAIHarness:
+class OpenAIHarness(ModelHarness):
+    model_class = ChatOpenAI
+
     @property
     def finish_reasons(self) -> dict[str, str]:
         return {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
@@ -51,23 +52,6 @@ class OpenAIHarness:
         self, replies: Sequence[ScriptedReply] = (), faults: Faults | None = None, *, api_key: str
     ) -> LocalServer:
         return OpenAIServer(replies, faults, api_key=api_key)
-
-    def model(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        max_retries: int = 0,
-        idle_timeout: float | None = None,
-        max_connections: int = 100,
-    ) -> BaseChatModel:
-        return ChatOpenAI(
-            base_url=base_url,
-            api_key=api_key,
-            max_retries=max_retries,
-            timeout=Timeout(connect=5, idle=idle_timeout),
-            max_connections=max_connections,
-        )
 
     def received(self, server: LocalServer) -> list[ReceivedRequest]:
         return [
@@ -79,10 +63,6 @@ class OpenAIHarness:
             )
             for request in server.requests
         ]
-
-    def pool_stats(self, model: BaseChatModel) -> PoolStats:
-        assert isinstance(model, ChatOpenAI)
-        return model.pool_stats()
 
 
 def _neutral(message: dict[str, Any]) -> dict[str, Any]:
@@ -123,11 +103,9 @@ async def _answer(
     **settings: Any,
 ) -> tuple[AIMessage, list[AIMessageChunk], OpenAIServer]:
     """Stream one answer from a fresh server: the merged message, the chunks and the server."""
-    async with OpenAIServer(replies, faults, api_key=KEY) as server:
-        async with ChatOpenAI(base_url=server.base_url, api_key=KEY, **settings) as model:
-            chunks = [chunk async for chunk in model.astream(prompt)]
-    merged = sum(chunks[1:], chunks[0])
-    return merged.to_message(), chunks, server
+    server = OpenAIServer(replies, faults, api_key=KEY)
+    message, chunks = await stream_answer(server, ChatOpenAI, prompt, api_key=KEY, **settings)
+    return message, chunks, server
 
 
 # -- dialects of compatible servers (protocols.md §1.7, §4.2) ----------------------------------
@@ -377,25 +355,8 @@ async def test_connection_refused_is_retried_then_raised() -> None:
 @pytest.fixture
 async def plain_server() -> AsyncIterator[tuple[str, list[bytes]]]:
     """A bare aiohttp server answering with whatever body the test puts in the list."""
-    bodies: list[bytes] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        body = bodies.pop(0)
-        kind = "application/json" if body.startswith(b"{") else "text/event-stream"
-        return web.Response(body=body, content_type=kind)
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1", bodies
-    finally:
-        await runner.cleanup()
+    async with serve_raw("/v1/chat/completions", "text/event-stream") as (url, bodies):
+        yield f"{url}/v1", bodies
 
 
 def _sse(*objects: Any) -> bytes:

@@ -1,0 +1,211 @@
+"""What the HTTP providers share: in-stream error mapping, usage, thinking blocks, keys, JSON.
+
+Only rules that are the same for every provider live here; each wire format stays in its module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import SecretStr
+
+from ..errors import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitError,
+    ServerError,
+    StreamProtocolError,
+)
+from ..messages import UsageMetadata
+from ..transport.http import HTTPClient, Timeout, error_class
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+__all__ = [
+    "ErrorEvent",
+    "dump_arguments",
+    "env_secret",
+    "http_client",
+    "loads",
+    "map_stream_errors",
+    "require_key",
+    "stream_error",
+    "thinking_block",
+    "usage_metadata",
+]
+
+_EXCERPT = 500
+"""Characters of an in-stream error object kept as the error's body."""
+
+# In-stream error objects carry no HTTP status, so their class comes from the type or code
+# they name (OpenAI, Anthropic, vLLM, llama.cpp spellings); anything else is a server failure.
+_ERROR_KINDS: dict[str, type[ProviderError]] = {
+    "invalid_request_error": BadRequestError,
+    "BadRequestError": BadRequestError,
+    "context_length_exceeded": BadRequestError,
+    "exceed_context_size_error": BadRequestError,
+    "request_too_large": BadRequestError,
+    "authentication_error": AuthenticationError,
+    "invalid_api_key": AuthenticationError,
+    "permission_error": PermissionDeniedError,
+    "billing_error": ProviderError,
+    "not_found_error": NotFoundError,
+    "NotFoundError": NotFoundError,
+    "model_not_found": NotFoundError,
+    "rate_limit_exceeded": RateLimitError,
+    "rate_limit_error": RateLimitError,
+    "overloaded_error": OverloadedError,
+    "server_is_overloaded": OverloadedError,
+    "service_unavailable_error": OverloadedError,
+    "unavailable_error": OverloadedError,
+}
+
+
+class ErrorEvent(Exception):
+    """An error object the server sent inside a 200 stream (raised by a provider's `_to_chunk`)."""
+
+    def __init__(self, error: Any) -> None:
+        super().__init__("error event")
+        self.error = error
+
+
+def stream_error(error: Any, *, provider: str) -> ProviderError:
+    """The chatstream error for an in-stream error object.
+
+    Understood: ``{"type", "message"}`` (Anthropic), ``{"message", "type", "code"}`` (OpenAI;
+    an int ``code`` is the HTTP status for vLLM and llama.cpp) and a bare string (Ollama).
+    """
+    body = json.dumps(error, ensure_ascii=False)
+    if not isinstance(error, dict):
+        message = error if isinstance(error, str) else body
+        return ServerError(message, provider=provider, body=body[:_EXCERPT])
+    message = error.get("message") or "the server reported an error mid-stream"
+    code, kind = error.get("code"), error.get("type")
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        cls = error_class(code)
+    else:
+        cls = _ERROR_KINDS.get(str(code), _ERROR_KINDS.get(str(kind), ServerError))
+    label = code if code not in (None, "") else kind
+    return cls(
+        str(message),
+        provider=provider,
+        code=None if label is None else str(label),
+        body=body[:_EXCERPT],
+    )
+
+
+@contextmanager
+def map_stream_errors(provider: str) -> Iterator[None]:
+    """Translate what goes wrong inside a 200 stream into chatstream errors.
+
+    HTTP statuses are mapped by the transport; this covers an `ErrorEvent` (an error object
+    where a chunk was expected) and data that is not JSON.
+    """
+    try:
+        yield
+    except ErrorEvent as event:
+        raise stream_error(event.error, provider=provider) from None
+    except json.JSONDecodeError as exc:
+        raise StreamProtocolError(
+            f"a data event of the stream is not JSON ({exc.msg})", line=exc.doc[:200]
+        ) from exc
+
+
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by __init__; typeshed omits it
+
+
+def loads(data: str) -> Any:
+    """``json.loads`` for one event's data, without its wrappers when the data is plain."""
+    # The C scanner alone: json.loads adds two wrapper calls and two regex matches per event.
+    try:
+        value, end = _scan_json(data, 0)
+    except StopIteration:
+        end = -1
+    if end != len(data):  # leading or trailing whitespace, junk, or not JSON: the full path
+        return json.loads(data)
+    return value
+
+
+def dump_arguments(value: Any) -> str | None:
+    """Tool-call arguments as JSON text: a string is kept, an object (Ollama, Anthropic) dumped."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def usage_metadata(
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    total_tokens: int | None = None,
+    input_details: Mapping[str, int] | None = None,
+    output_details: Mapping[str, int] | None = None,
+) -> UsageMetadata:
+    """Token counts in chatstream's shape; empty detail dicts are left out."""
+    usage = UsageMetadata(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=total_tokens or input_tokens + output_tokens,
+    )
+    if input_details:
+        usage["input_token_details"] = dict(input_details)
+    if output_details:
+        usage["output_token_details"] = dict(output_details)
+    return usage
+
+
+def thinking_block(index: int, key: str, value: str) -> dict[str, Any]:
+    """A streamed piece of a thinking content block.
+
+    Every provider streams reasoning the same way: ``{"type": "thinking", key: value, "index":
+    index}`` where ``key`` is ``"thinking"`` (text) or ``"signature"``. Pieces with the same
+    ``index`` merge into one block; the visible text streams beside them as plain strings.
+    """
+    return {"type": "thinking", key: value, "index": index}
+
+
+def env_secret(name: str) -> SecretStr | None:
+    """The environment variable ``name`` as a secret, ``None`` when unset or empty."""
+    value = os.environ.get(name)
+    return SecretStr(value) if value else None
+
+
+def require_key(key: SecretStr | None, *, provider: str, hint: str) -> str:
+    """The API key's value, or an `AuthenticationError` (``status`` ``None``) saying what to set.
+
+    Raising the same class as a refused key lets one ``except AuthenticationError`` cover both.
+    """
+    value = key.get_secret_value() if key is not None else ""
+    if not value:
+        raise AuthenticationError(hint, provider=provider)
+    return value
+
+
+class _TransportSettings(Protocol):
+    @property
+    def timeout(self) -> Timeout: ...
+    @property
+    def max_retries(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+
+
+def http_client(provider: str, settings: _TransportSettings) -> HTTPClient:
+    """The HTTP client of a model, from its ``timeout``, ``max_retries`` and ``max_connections``.
+
+    No connection is opened until the first request.
+    """
+    return HTTPClient(
+        provider=provider,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        max_connections=settings.max_connections,
+    )
