@@ -60,7 +60,8 @@ class LocalServer:
 
     Attributes:
         requests: Every request received, in order.
-        disconnects: Streaming responses the client abandoned before the server finished writing.
+        disconnects: Responses the client abandoned before the server finished writing them
+            (while waiting for the first byte, or mid-stream).
         active_streams: Streaming responses currently being written.
         faults: The current fault switches.
     """
@@ -221,7 +222,15 @@ class LocalServer:
         """Record the request, then hold the answer for the ``first_byte_delay`` fault."""
         recorded = await self._record(request)
         if self.faults.first_byte_delay:
-            await anyio.sleep(self.faults.first_byte_delay)
+            try:
+                await anyio.sleep(self.faults.first_byte_delay)
+            except asyncio.CancelledError:
+                # aiohttp cancels the handler when the client leaves before the first byte:
+                # that response was abandoned too.
+                if not self._closing:
+                    self.disconnects += 1
+                    self._notify()
+                raise
         return recorded
 
     async def _record(self, request: web.BaseRequest) -> RecordedRequest:

@@ -499,6 +499,7 @@ class ChatModelConformance:
                 await server.wait_for_requests(1)
                 group.cancel_scope.cancel()
             assert harness.pool_stats(model) == PoolStats(0, 0)
+            await server.wait_for_disconnects(1)  # the server saw the client go
 
     async def test_cancel_at_the_first_byte(self, harness: ProviderHarness) -> None:
         """Cancelling after the headers, before any event, closes the connection."""

@@ -11,7 +11,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, final
 
-import anyio
 from aiohttp import web
 
 from chatstream._compat import override
@@ -134,10 +133,8 @@ class OpenAIServer(LocalServer):
         return self._error(404, message, "invalid_request_error", None, None)
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
-        recorded = await self._record(request)
+        recorded = await self._receive(request)
         faults = self.faults
-        if faults.first_byte_delay:
-            await anyio.sleep(faults.first_byte_delay)
         denied = self._check_auth(recorded)
         if denied is not None:
             return denied
