@@ -6,6 +6,7 @@ Messages are frozen pydantic models told apart by ``type``. Chunks merge with ``
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Annotated, Any, Literal, final
 
@@ -304,12 +305,15 @@ AnyMessage = Annotated[
 ]
 """Any message, told apart by ``type``; use it as a pydantic field type."""
 
-_MESSAGE_LIST: TypeAdapter[list[AnyMessage]] = TypeAdapter(list[AnyMessage])
+@functools.cache
+def _message_list() -> TypeAdapter[list[AnyMessage]]:
+    # Built on first use: the schema costs milliseconds that `import chatstream` need not pay.
+    return TypeAdapter(list[AnyMessage])
 
 
 def messages_from_dict(data: Sequence[dict[str, Any]]) -> list[AnyMessage]:
     """Load messages saved with ``message.model_dump(mode="json")``."""
-    return _MESSAGE_LIST.validate_python(list(data))
+    return _message_list().validate_python(list(data))
 
 
 def merge_chunks(chunks: Sequence[AIMessageChunk]) -> AIMessageChunk:
