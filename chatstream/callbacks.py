@@ -8,8 +8,6 @@ and the stream goes on, unless the handler sets ``raise_error = True``.
 from __future__ import annotations
 
 import functools
-import inspect
-import logging
 import queue
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Awaitable, Callable, Sequence
 
     from .messages import AIMessageChunk
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CallbackHandler", "Callbacks"]
 
-logger = logging.getLogger("chatstream.callbacks")
 
 _QUEUE_SIZE = 1024
 """Sync-handler calls that may wait for the worker before the stream waits for it."""
@@ -96,7 +94,7 @@ def _report(handler: object, event: str, exc: Exception) -> bool:
     """Log a handler's failure; whether the call should fail too."""
     if getattr(handler, "raise_error", False):
         return True
-    logger.warning("callback %s.%s raised %r", type(handler).__name__, event, exc, exc_info=exc)
+    _logger().warning("callback %s.%s raised %r", type(handler).__name__, event, exc, exc_info=exc)
     return False
 
 
@@ -116,7 +114,7 @@ class Callbacks:
                 method = getattr(handler, event, None)
                 if method is None or _is_noop(handler, event):
                     continue
-                target = self._async if inspect.iscoroutinefunction(method) else self._sync
+                target = self._async if _is_async(method) else self._sync
                 target.setdefault(event, []).append((handler, method))
         if self._sync:
             self._jobs = _get_worker().jobs  # one worker per call keeps its jobs in order
@@ -150,7 +148,7 @@ class Callbacks:
             await self._send("on_llm_error", error, partial, run)
             await self._drain()
         except Exception as exc:  # a raise_error handler failing while the call fails anyway
-            logger.warning("callback failed while reporting %r: %r", error, exc)
+            _logger().warning("callback failed while reporting %r: %r", error, exc)
 
     async def _send(self, event: str, *args: Any) -> None:
         for handler, method in self._async.get(event, ()):
@@ -192,6 +190,18 @@ class Callbacks:
         self._pending = False
         if self._failure:
             raise self._failure.pop(0)
+
+
+def _logger() -> logging.Logger:
+    import logging  # only when a handler fails: `import chatstream` need not load logging
+
+    return logging.getLogger("chatstream.callbacks")
+
+
+def _is_async(method: Callable[..., Any]) -> bool:
+    import inspect  # only when handlers are given: `import chatstream` need not load inspect
+
+    return inspect.iscoroutinefunction(method)
 
 
 def _is_noop(handler: object, event: str) -> bool:

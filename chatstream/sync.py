@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 import anyio.lowlevel
-from anyio.from_thread import BlockingPortal
 
 from .errors import ChatStreamError
 
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from anyio.abc import TaskStatus
+    from anyio.from_thread import BlockingPortal
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["iterate", "run"]
@@ -45,6 +45,9 @@ _pid = 0
 
 
 def _serve(ready: threading.Event, holder: list[BlockingPortal]) -> None:
+    # Imported with the first sync call: `import chatstream` need not load anyio's thread tools.
+    from anyio.from_thread import BlockingPortal
+
     async def main() -> None:
         async with BlockingPortal() as portal:
             holder.append(portal)
