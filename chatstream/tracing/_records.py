@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -73,13 +74,19 @@ def _environment() -> dict[str, str]:
 _ENVIRONMENT: dict[str, str] | None = None
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret_key(key: str) -> bool:
+    # "max_tokens", "input_tokens": counts, not credentials.
+    return bool(_SECRET_KEY.search(key)) and not key.lower().endswith("_tokens")
+
+
 def _scrub(value: Any) -> Any:
     """Drop secrets by key name (``api_key``, ``Authorization``, ...) and `SecretStr` values."""
     if isinstance(value, SecretStr):
         return _REDACTED
     if isinstance(value, dict):
         return {
-            key: _REDACTED if _SECRET_KEY.search(str(key)) and not _is_count(key) else _scrub(item)
+            key: _REDACTED if _is_secret_key(str(key)) else _scrub(item)
             for key, item in value.items()
         }
     if isinstance(value, (list, tuple)):
@@ -89,22 +96,28 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def _is_count(key: object) -> bool:
-    # "max_tokens", "input_tokens": counts, not credentials.
-    return str(key).lower().endswith(("_tokens", "max_tokens"))
+def known_secrets() -> tuple[str, ...]:
+    """The API keys in the environment, which a trace must never contain, wherever they hid."""
+    return tuple(
+        secret for name in _SECRET_ENV if (secret := os.environ.get(name)) and len(secret) >= 8
+    )
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: Any, secrets: tuple[str, ...]) -> str:
     text = json.dumps(_scrub(value), default=repr, ensure_ascii=False)
-    for name in _SECRET_ENV:  # belt and braces: a known key never leaves, wherever it hid
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 8:
+    for secret in secrets:
+        if secret in text:
             text = text.replace(secret, _REDACTED)
     return text
 
 
-def run_row(run: Run) -> tuple[Any, ...]:
-    """A finished run as a row of `COLUMNS`, every JSON column scrubbed of secrets."""
+def run_row(run: Run, secrets: tuple[str, ...] | None = None) -> tuple[Any, ...]:
+    """A finished run as a row of `COLUMNS`, every JSON column scrubbed of secrets.
+
+    ``secrets`` are the known keys to remove from the text (default: `known_secrets`).
+    """
+    if secrets is None:
+        secrets = known_secrets()
     global _ENVIRONMENT
     if _ENVIRONMENT is None:
         _ENVIRONMENT = _environment()
@@ -119,12 +132,12 @@ def run_row(run: Run) -> tuple[Any, ...]:
         None if run.parent_run_id is None else str(run.parent_run_id),
         run.name,
         run.run_type,
-        _dumps(run.tags),
-        _dumps(run.metadata),
-        _dumps(run.inputs),
-        _dumps(outputs),
-        _dumps(run.invocation_params),
-        _dumps(_ENVIRONMENT),
+        _dumps(run.tags, secrets),
+        _dumps(run.metadata, secrets),
+        _dumps(run.inputs, secrets),
+        _dumps(outputs, secrets),
+        _dumps(run.invocation_params, secrets),
+        _dumps(_ENVIRONMENT, secrets),
         run.start_time,
         run.first_token_time,
         run.end_time,
@@ -132,7 +145,7 @@ def run_row(run: Run) -> tuple[Any, ...]:
         usage.get("input_tokens"),
         usage.get("output_tokens"),
         usage.get("total_tokens"),
-        None if error is None else _dumps(error)[1:-1],
+        None if error is None else _dumps(error, secrets)[1:-1],
     )
 
 

@@ -10,9 +10,10 @@ import atexit
 import logging
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING
 
-from ._records import COLUMNS, run_row
+from ._records import COLUMNS, known_secrets, run_row
 from ._store import connect
 
 if TYPE_CHECKING:
@@ -25,6 +26,8 @@ logger = logging.getLogger("chatstream.tracing")
 
 _QUEUE_SIZE = 10_000
 _BATCH = 500
+_GATHER = 0.05
+"""Seconds the writer waits after waking, so that runs are written in batches."""
 _INSERT = (
     f"INSERT OR REPLACE INTO runs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 )
@@ -80,6 +83,10 @@ class SQLiteTracer:
         connection = connect(self.path)
         while True:
             batch = [self._queue.get()]
+            # Let a busy program finish a few more runs first: waking (and taking the GIL from
+            # the caller) once per run cost far more than the writing itself.
+            if not isinstance(batch[0], threading.Event):
+                time.sleep(_GATHER)
             # Take what else is waiting, up to a batch: one transaction for the lot, and the
             # queue (not this list) stays what bounds the memory while the disk is slow.
             while len(batch) < _BATCH:
@@ -88,12 +95,13 @@ class SQLiteTracer:
                 except queue.Empty:
                     break
             rows, markers = [], []
+            secrets = known_secrets()
             for item in batch:
                 if isinstance(item, threading.Event):
                     markers.append(item)
                     continue
                 try:
-                    rows.append(run_row(item))
+                    rows.append(run_row(item, secrets))
                 except Exception:  # a run that cannot be serialised must not stop the writer
                     logger.exception("chatstream tracing could not record run %s", item.id)
             try:
