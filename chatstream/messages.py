@@ -305,6 +305,7 @@ AnyMessage = Annotated[
 ]
 """Any message, told apart by ``type``; use it as a pydantic field type."""
 
+
 @functools.cache
 def _message_list() -> TypeAdapter[list[AnyMessage]]:
     # Built on first use: the schema costs milliseconds that `import chatstream` need not pay.

@@ -311,6 +311,13 @@ class ChatLlamaCpp(BaseChatModel):
     def _load(self) -> _Loaded:
         return _load(self.model_path or default_model_path(), self.n_ctx, self.n_threads)
 
+    async def _loaded_model(self) -> _Loaded:
+        key = (self.model_path or default_model_path(), self.n_ctx, self.n_threads)
+        loaded = _loaded.get(key)  # a dict read: no thread hop once the model is loaded
+        if loaded is None:
+            loaded = await self._loaded_model()
+        return loaded
+
     @override
     async def _astream(
         self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
