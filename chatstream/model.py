@@ -499,25 +499,9 @@ class BaseChatModel(BaseModel, ABC):
         **params: Any,
     ) -> Iterator[RunLogPatch | RunLog]:
         """Sync `astream_log`."""
-        filters = {
-            "include_names": include_names,
-            "include_types": include_types,
-            "include_tags": include_tags,
-            "exclude_names": exclude_names,
-            "exclude_types": exclude_types,
-            "exclude_tags": exclude_tags,
-        }
-        call = partial(
-            self.astream_log,
-            input,
-            diff=diff,
-            with_streamed_output_list=with_streamed_output_list,
-            stop=stop,
-            config=config,
-            **filters,
-            **params,
-        )
-        return sync.iterate(call)
+        # The same signature as astream_log: hand over every argument as it came.
+        options = {key: value for key, value in locals().items() if key not in _NOT_OPTIONS}
+        return sync.iterate(partial(self.astream_log, input, **options, **params))
 
     @overload
     def batch(
@@ -589,6 +573,9 @@ class BaseChatModel(BaseModel, ABC):
     def close(self) -> None:
         """Sync `aclose`."""
         sync.run(self.aclose)
+
+
+_NOT_OPTIONS = frozenset({"self", "input", "params"})
 
 
 def _message(run: Run, output: AIMessageChunk | None = None) -> AIMessage:

@@ -31,6 +31,7 @@ TWINS = [
     ("batch", "abatch"),
     ("batch_as_completed", "abatch_as_completed"),
     ("generate", "agenerate"),
+    ("stream_log", "astream_log"),
     ("close", "aclose"),
 ]
 
