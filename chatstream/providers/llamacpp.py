@@ -315,7 +315,7 @@ class ChatLlamaCpp(BaseChatModel):
         key = (self.model_path or default_model_path(), self.n_ctx, self.n_threads)
         loaded = _loaded.get(key)  # a dict read: no thread hop once the model is loaded
         if loaded is None:
-            loaded = await self._loaded_model()
+            loaded = await anyio.to_thread.run_sync(self._load)  # seconds, once: off the loop
         return loaded
 
     @override
@@ -324,7 +324,7 @@ class ChatLlamaCpp(BaseChatModel):
     ) -> AsyncIterator[AIMessageChunk]:
         if importlib.util.find_spec("llama_cpp") is None:
             raise ChatStreamError(f"llama-cpp-python is not installed; {_INSTALL}")
-        loaded = await anyio.to_thread.run_sync(self._load)  # seconds, once: off the loop
+        loaded = await self._loaded_model()
         settings = {name: params.get(name, getattr(self, name)) for name in self.call_params}
         send, receive = anyio.create_memory_object_stream[str | _Finish | BaseException](16)
         stopping = threading.Event()

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.run [--quick]`` measures chatstream against its peers."""

@@ -1,0 +1,105 @@
+"""The project's speed targets (issue 8), each checked against the measured groups.
+
+Nothing here fails a run: a verdict is reported met or missed next to its figure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ._measure import Group
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One target, what was measured for it, and whether it was met."""
+
+    target: str
+    measured: str
+    met: bool
+
+
+def _groups(groups: list[Group], section: str, prefix: str) -> list[Group]:
+    return [g for g in groups if g.section == section and g.measure.startswith(prefix)]
+
+
+def _size(group: Group) -> str:
+    return group.measure.split(", ", 1)[1] if ", " in group.measure else group.measure
+
+
+def _ratio_target(
+    groups: list[Group], section: str, prefix: str, contender: str, limit: float, what: str
+) -> Iterator[Verdict]:
+    for group in _groups(groups, section, prefix):
+        ratio = group.ratio(contender)
+        if ratio is not None:
+            yield Verdict(
+                f"{what} ≤ {limit}x the floor ({_size(group)})", f"{ratio:.2f}x", ratio <= limit
+            )
+
+
+def _in_process(groups: list[Group]) -> Iterator[Verdict]:
+    logs = {_size(g): g for g in _groups(groups, "in-process", "astream_log µs/chunk")}
+    for group in _groups(groups, "in-process", "astream µs/chunk"):
+        size, ours = _size(group), group.median("chatstream")
+        over = ours - group.median("floor")
+        yield Verdict(
+            f"in-process astream ≤ +2 µs/chunk over the floor ({size})",
+            f"+{over:.2f} µs/chunk ({ours:.2f} vs {group.median('floor'):.2f})",
+            over <= 2,
+        )
+        if size in logs:
+            ratio = logs[size].median("chatstream") / ours
+            yield Verdict(
+                f"in-process astream_log ≤ 2x astream ({size})",
+                f"{ratio:.2f}x ({logs[size].median('chatstream'):.2f} µs/chunk)",
+                ratio <= 2,
+            )
+    by_n = list(logs.values())
+    if len(by_n) > 1:
+        growth = by_n[-1].median("chatstream") / by_n[0].median("chatstream")
+        yield Verdict(
+            f"in-process astream_log flat in N (µs/chunk at {_size(by_n[-1])} ≤ 1.5x at "
+            f"{_size(by_n[0])})",
+            f"{growth:.2f}x",
+            growth <= 1.5,
+        )
+
+
+def _imports(groups: list[Group]) -> Iterator[Verdict]:
+    for group in _groups(groups, "import", "ms over the empty interpreter"):
+        over = group.median("chatstream")
+        yield Verdict(
+            "import chatstream ≤ 150 ms over an empty interpreter", f"{over:.0f} ms", over <= 150
+        )
+
+
+def _local(groups: list[Group]) -> Iterator[Verdict]:
+    ours = "chatstream ChatLlamaCpp"
+    for group in _groups(groups, "local", "tokens/s"):
+        ratio = group.ratio(ours)
+        if ratio is not None:  # tokens/s: higher is better, so this target is a minimum
+            yield Verdict("local tokens/s ≥ 0.95x llama-cpp-python", f"{ratio:.2f}x", ratio >= 0.95)
+    for group in _groups(groups, "local", "time to first token"):
+        extra = group.median(ours) - group.median(group.floor or "")
+        yield Verdict("local TTFT ≤ +5 ms over llama-cpp-python", f"{extra:+.1f} ms", extra <= 5)
+
+
+def evaluate(groups: list[Group]) -> list[Verdict]:
+    """Every target whose figures were measured in ``groups``."""
+    verdicts = list(_in_process(groups))
+    verdicts += _ratio_target(groups, "http", "µs/chunk", "chatstream astream", 1.5, "HTTP astream")
+    verdicts += _ratio_target(
+        groups, "http", "µs/chunk", "chatstream astream_log", 2.5, "HTTP astream_log"
+    )
+    verdicts += _ratio_target(groups, "ttft", "TTFT", "chatstream astream", 1.2, "TTFT astream")
+    verdicts += _ratio_target(
+        groups, "concurrency", "wall ms, 200 streams", "chatstream astream", 1.5, "concurrency wall"
+    )
+    verdicts += _imports(groups)
+    verdicts += _local(groups)
+    return verdicts
