@@ -98,15 +98,18 @@ class _Loaded:
     end_tokens: frozenset[int]
 
 
-_loaded: dict[tuple[str, int, int | None], _Loaded] = {}
+_loaded: dict[tuple[str | None, int, int | None], _Loaded] = {}
 _loading = threading.Lock()  # noqa: TID251 - guards loading, which happens on worker threads
 
 
-def _load(path: str, n_ctx: int, n_threads: int | None) -> _Loaded:
-    key = (path, n_ctx, n_threads)
+def _load(model_path: str | None, n_ctx: int, n_threads: int | None) -> _Loaded:
+    # Keyed by the path as given (None: the default), so that finding a loaded model needs
+    # no file-system call on the event loop.
+    key = (model_path, n_ctx, n_threads)
     with _loading:
         if key in _loaded:
             return _loaded[key]
+        path = model_path or default_model_path()
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -309,11 +312,10 @@ class ChatLlamaCpp(BaseChatModel):
         return Path(self.model_path or DEFAULT_MODEL_FILE).name.removesuffix(".gguf")
 
     def _load(self) -> _Loaded:
-        return _load(self.model_path or default_model_path(), self.n_ctx, self.n_threads)
+        return _load(self.model_path, self.n_ctx, self.n_threads)
 
     async def _loaded_model(self) -> _Loaded:
-        key = (self.model_path or default_model_path(), self.n_ctx, self.n_threads)
-        loaded = _loaded.get(key)  # a dict read: no thread hop once the model is loaded
+        loaded = _loaded.get((self.model_path, self.n_ctx, self.n_threads))  # no thread hop
         if loaded is None:
             loaded = await anyio.to_thread.run_sync(self._load)  # seconds, once: off the loop
         return loaded
