@@ -36,6 +36,7 @@ __all__ = [
     "ToolMessage",
     "UsageMetadata",
     "merge_chunks",
+    "merge_parts",
     "messages_from_dict",
 ]
 
@@ -325,8 +326,19 @@ def merge_chunks(chunks: Sequence[AIMessageChunk]) -> AIMessageChunk:
     by ``index``, usage sums, and ``id``/``name`` keep the last value given. The result is new;
     no input is changed. ``a + b`` is ``merge_chunks((a, b))``.
     """
-    if len(chunks) == 1:
-        return chunks[0]
+    return merge_parts([chunk.content for chunk in chunks], chunks)
+
+
+def merge_parts(contents: Sequence[Content], chunks: Sequence[AIMessageChunk]) -> AIMessageChunk:
+    """Merge streamed chunks given as their contents plus the chunks that carry more.
+
+    ``contents`` are every chunk's content, in order; ``chunks`` are, in order, those chunks
+    that carry anything besides content (ids, metadata, tool calls, usage). The result is the
+    same as `merge_chunks` over every chunk, for a caller that kept content-only chunks as
+    plain strings.
+    """
+    if len(chunks) == 1 and len(contents) == 1:
+        return chunks[0]  # one chunk merges to itself, unchanged
     additional: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
     tool_call_chunks: list[Any] = []
@@ -341,7 +353,7 @@ def merge_chunks(chunks: Sequence[AIMessageChunk]) -> AIMessageChunk:
         msg_id = chunk.id or msg_id
         name = chunk.name or name
     return AIMessageChunk(
-        _merge.merge_content(chunk.content for chunk in chunks),
+        _merge.merge_content(contents),
         id=msg_id,
         name=name,
         additional_kwargs=additional,

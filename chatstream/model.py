@@ -174,7 +174,7 @@ class BaseChatModel(BaseModel, ABC):
         except Exception as exc:
             error = run.fail(exc)
             if callbacks:
-                await callbacks.error(error, run.output if run.chunks else None, run)
+                await callbacks.error(error, run.output if run.items else None, run)
             if error is exc:
                 raise
             raise error from exc

@@ -297,7 +297,7 @@ def _matches(wanted: Sequence[str] | None, value: str | Sequence[str]) -> bool:
 def _final_output(run: Run) -> Any:
     if run.run_type != "chat_model":
         return to_json(run.step_outputs)
-    if not run.chunks:
+    if not run.items:
         return None
     result = run.final_output
     return {

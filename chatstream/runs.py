@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 from .errors import ChatStreamError, StreamInterruptedError
-from .messages import AIMessageChunk, BaseMessage, UsageMetadata, merge_chunks
+from .messages import AIMessageChunk, BaseMessage, Content, UsageMetadata, merge_chunks, merge_parts
 from .outputs import ChatGeneration, LLMResult, token_usage
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from uuid import UUID
 
 __all__ = [
@@ -77,15 +78,23 @@ def global_observers() -> list[RunObserver]:
     return [] if tracer is None else [tracer]
 
 
-def merge_choices(chunks: list[AIMessageChunk]) -> list[AIMessageChunk]:
-    """Merge chunks per choice; a single merged chunk when no chunk names a choice."""
-    groups: dict[int, list[AIMessageChunk]] = {}
-    for chunk in chunks:
-        index = chunk.response_metadata.get(CHOICE_INDEX, 0) if chunk.response_metadata else 0
-        groups.setdefault(index, []).append(chunk)
-    if len(groups) <= 1:
-        return [merge_chunks(chunks)]
-    return [merge_chunks(groups[index]) for index in sorted(groups)]
+def merge_choices(items: Sequence[str | AIMessageChunk]) -> list[AIMessageChunk]:
+    """Merge a run's chunks per choice (one merged chunk when no chunk names a choice).
+
+    Items are chunks, or plain strings standing for content-only chunks (see `Run.add_chunk`).
+    """
+    groups: dict[int, tuple[list[Content], list[AIMessageChunk]]] = {}
+    for item in items:
+        if isinstance(item, str):
+            groups.setdefault(0, ([], []))[0].append(item)
+            continue
+        index = item.response_metadata.get(CHOICE_INDEX, 0) if item.response_metadata else 0
+        contents, chunks = groups.setdefault(index, ([], []))
+        contents.append(item.content)
+        chunks.append(item)
+    if not groups:
+        return [merge_parts((), ())]
+    return [merge_parts(*groups[index]) for index in sorted(groups)]
 
 
 @final
@@ -117,8 +126,10 @@ class Run:
     """When the first chunk arrived."""
     end_time: float | None = None
     """When the call ended, successfully or not."""
-    chunks: list[AIMessageChunk] = field(default_factory=list)
-    """Every chunk streamed so far, in order."""
+    items: list[str | AIMessageChunk] = field(default_factory=list)
+    """Every chunk streamed so far, in order: a content-only chunk as its plain string (which
+    the garbage collector never scans, so a long stream stays cheap), any other as itself.
+    `chunks` rebuilds the chunks."""
     error: BaseException | None = None
     """What ended the call, if it did not end normally (cancellation included)."""
     step_inputs: dict[str, Any] | None = None
@@ -153,6 +164,16 @@ class Run:
         return cls(name=name, observers=observers, **fields)
 
     @property
+    def chunks(self) -> list[AIMessageChunk]:
+        """Every chunk streamed so far, in order (rebuilt from `items` on each call)."""
+        return [AIMessageChunk(item) if isinstance(item, str) else item for item in self.items]
+
+    @property
+    def chunk_count(self) -> int:
+        """How many chunks have been streamed."""
+        return len(self.items)
+
+    @property
     def inputs(self) -> dict[str, Any]:
         """The inputs as JSON-ready data: ``{"messages": [...]}`` for a model call."""
         if self.step_inputs is not None:
@@ -168,7 +189,7 @@ class Run:
         """
         if self._outputs is not None:
             return self._outputs
-        merged = merge_choices(self.chunks)
+        merged = merge_choices(self.items)
         if self.end_time is not None:
             self._outputs = merged
         return merged
@@ -224,7 +245,16 @@ class Run:
         """Record one streamed chunk and tell the observers."""
         if self.first_token_time is None:
             self.first_token_time = time.time()
-        self.chunks.append(chunk)
+        plain = (
+            chunk.usage_metadata is None
+            and not chunk.response_metadata
+            and not chunk.tool_call_chunks
+            and not chunk.additional_kwargs
+            and chunk.id is None
+            and chunk.name is None
+            and type(chunk.content) is str
+        )
+        self.items.append(chunk.content if plain else chunk)  # type: ignore[arg-type]  # plain: content is a str
         for observer in self.observers:
             observer.on_chunk(self, chunk)
 
@@ -251,7 +281,7 @@ class Run:
         return raised
 
     def _error_to_raise(self, error: BaseException) -> BaseException:
-        if not self.chunks:
+        if not self.items:
             return error
         partial = self.output
         if isinstance(error, ChatStreamError):
@@ -260,7 +290,7 @@ class Run:
             return error
         if isinstance(error, Exception):
             return StreamInterruptedError(
-                f"the stream broke after {len(self.chunks)} chunks: {error!r}", partial=partial
+                f"the stream broke after {len(self.items)} chunks: {error!r}", partial=partial
             )
         return error
 

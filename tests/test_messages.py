@@ -238,3 +238,19 @@ def test_merge_chunks_equals_folding_add(parts: list[AIMessageChunk]) -> None:
 @given(st.lists(_text, min_size=1, max_size=8))
 def test_string_content_concatenates(pieces: list[str]) -> None:
     assert merge_chunks([AIMessageChunk(p) for p in pieces]).content == "".join(pieces)
+
+
+@given(st.lists(chunks, min_size=1, max_size=8), st.lists(_text, max_size=8))
+def test_a_run_keeps_plain_chunks_as_strings_and_loses_nothing(
+    parts: list[AIMessageChunk], plain: list[str]
+) -> None:
+    from chatstream import Run
+
+    streamed = [*parts, *(AIMessageChunk(text) for text in plain)]
+    run = Run(name="r")
+    for chunk in streamed:
+        run.add_chunk(chunk)
+    run.end()
+    assert sum(isinstance(item, str) for item in run.items) >= len(plain)
+    assert run.chunks == streamed
+    assert run.output.model_dump() == merge_chunks(streamed).model_dump()

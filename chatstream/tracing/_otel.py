@@ -70,7 +70,7 @@ class OTelTracer:
         span = self._spans.pop(run.id, None)
         if span is None:
             return
-        if run.run_type == "chat_model" and run.chunks:
+        if run.run_type == "chat_model" and run.items:
             usage = run.usage
             if usage is not None:
                 span.set_attribute("gen_ai.usage.input_tokens", usage["input_tokens"])

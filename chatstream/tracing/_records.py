@@ -124,7 +124,7 @@ def run_row(run: Run, secrets: tuple[str, ...] | None = None) -> tuple[Any, ...]
     outputs: Any = run.step_outputs
     usage: dict[str, Any] = {}
     if run.run_type == "chat_model":
-        outputs = [output.model_dump(mode="json") for output in run.outputs] if run.chunks else None
+        outputs = [output.model_dump(mode="json") for output in run.outputs] if run.items else None
         usage = dict(run.usage or {})
     error = None if run.error is None else f"{type(run.error).__name__}: {run.error}"
     return (
