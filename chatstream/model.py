@@ -83,8 +83,9 @@ class BaseChatModel(BaseModel, ABC):
 
     @property
     def model_name(self) -> str:
-        """The name of the model this instance calls."""
-        return type(self).__name__
+        """The name of the model this instance calls: its ``model`` setting, if it has one."""
+        model = self.__dict__.get("model")
+        return model if isinstance(model, str) and model else type(self).__name__
 
     @abstractmethod
     def _astream(

@@ -91,12 +91,6 @@ class FakeChatModel(BaseChatModel):
 
     _calls: int = PrivateAttr(default=0)
 
-    @property
-    @override
-    def model_name(self) -> str:
-        """The ``model`` setting."""
-        return self.model
-
     def _next_response(self, messages: list[BaseMessage]) -> FakeResponse:
         question = messages[-1].text if messages else ""
         if question in self.answers:

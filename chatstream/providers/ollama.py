@@ -432,12 +432,6 @@ class ChatOllama(BaseChatModel):
         """Create the HTTP client from the transport settings (no connection is opened)."""
         self._client = http_client(PROVIDER, self)
 
-    @property
-    @override
-    def model_name(self) -> str:
-        """The ``model`` setting."""
-        return self.model
-
     def pool_stats(self) -> PoolStats:
         """Connection counts of this model's pool on the running event loop."""
         return self._client.stats()

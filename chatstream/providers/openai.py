@@ -449,12 +449,6 @@ class ChatOpenAI(BaseChatModel):
         """Create the HTTP client from the transport settings (no connection is opened)."""
         self._state = _ModelState(http_client(PROVIDER, self))
 
-    @property
-    @override
-    def model_name(self) -> str:
-        """The ``model`` setting."""
-        return self.model
-
     def pool_stats(self) -> PoolStats:
         """Connection counts of this model's pool on the running event loop."""
         return self._state.client.stats()
