@@ -1,18 +1,21 @@
-"""User callback handlers: the `CallbackHandler` protocol and how calls notify handlers.
+"""User callback handlers: the `CallbackHandler` protocol, and the run observer that calls them.
 
-Async handler methods are awaited in order. Sync ones run in order on one worker thread behind a
-bounded queue, so a slow handler never stalls the event loop. A handler that raises is logged
-and the stream goes on, unless the handler sets ``raise_error = True``.
+Async handler methods are awaited in order. Sync ones run in order on a thread of the call's own
+(its *lane*) behind a bounded buffer, so a slow handler never stalls the event loop or another
+call, and a handler that itself calls a model (sync or async) cannot deadlock. A handler that
+raises is logged and the stream goes on, unless the handler sets ``raise_error = True``.
 """
 
 from __future__ import annotations
 
-import functools
-import queue
+import collections
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+import anyio.lowlevel
+
+from .errors import InputTypeError
 
 if TYPE_CHECKING:
     import logging
@@ -22,11 +25,13 @@ if TYPE_CHECKING:
     from .outputs import LLMResult
     from .runs import Run
 
-__all__ = ["CallbackHandler", "Callbacks"]
+__all__ = ["CallbackHandler", "Callbacks", "check_handlers"]
 
 
-_QUEUE_SIZE = 1024
-"""Sync-handler calls that may wait for the worker before the stream waits for it."""
+_LANE_SIZE = 1024
+"""Sync-handler calls that may wait for the lane before the stream waits for it."""
+
+_EVENTS = ("on_chat_model_start", "on_llm_new_token", "on_llm_end", "on_llm_error")
 
 
 class CallbackHandler(Protocol):
@@ -66,28 +71,69 @@ class CallbackHandler(Protocol):
         return None
 
 
-class _Worker:
-    """One daemon thread running sync handler calls in the order they were queued."""
+def check_handlers(handlers: object, where: str) -> list[object]:
+    """``handlers`` as a list, or an `InputTypeError` naming ``where`` when it is not one."""
+    if isinstance(handlers, (list, tuple)):
+        for index, handler in enumerate(handlers):
+            if isinstance(handler, (str, bytes)) or not any(hasattr(handler, e) for e in _EVENTS):
+                raise InputTypeError(
+                    f"{type(handler).__name__} is not a callback handler (it has none of "
+                    f"{', '.join(_EVENTS)})",
+                    where=f"{where}[{index}]",
+                )
+        return list(handlers)
+    raise InputTypeError(
+        f"expected a list of callback handlers, got {type(handlers).__name__}", where=where
+    )
+
+
+class _Lane:
+    """A thread of one call that runs its sync handler calls in order, then ends.
+
+    The thread starts with the first job and stops when the call is over, so no call waits
+    behind another's handlers.
+    """
+
+    __slots__ = ("_closed", "_jobs", "_ready", "_thread")
 
     def __init__(self) -> None:
-        self.jobs: queue.Queue[Callable[[], None]] = queue.Queue(_QUEUE_SIZE)
-        threading.Thread(target=self._serve, name="chatstream-callbacks", daemon=True).start()
+        self._jobs: collections.deque[Callable[[], None]] = collections.deque()
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def is_full(self) -> bool:
+        return len(self._jobs) >= _LANE_SIZE
+
+    def put(self, job: Callable[[], None]) -> None:
+        with self._ready:
+            self._jobs.append(job)
+            self._ready.notify()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="chatstream-callbacks")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def wait_for_room(self) -> None:
+        """Block (a worker thread, never the loop) until the lane has room again."""
+        with self._ready:
+            self._ready.wait_for(lambda: len(self._jobs) < _LANE_SIZE or self._closed)
+
+    def close(self) -> None:
+        """Let the thread end once the jobs queued so far are done."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
     def _serve(self) -> None:
         while True:
-            self.jobs.get()()
-
-
-_worker: _Worker | None = None
-
-
-def _get_worker() -> _Worker:
-    global _worker
-    if _worker is None:
-        # Two loops racing here would start two workers; each runs its jobs in order and a
-        # call keeps the one it saw, so no lock is needed.
-        _worker = _Worker()
-    return _worker
+            with self._ready:
+                self._ready.wait_for(lambda: self._jobs or self._closed)
+                if not self._jobs:
+                    return
+                job = self._jobs.popleft()
+                self._ready.notify_all()
+            job()
 
 
 def _report(handler: object, event: str, exc: Exception) -> bool:
@@ -99,25 +145,26 @@ def _report(handler: object, event: str, exc: Exception) -> bool:
 
 
 class Callbacks:
-    """The handlers of one call, and the notifications it sends them."""
+    """The run observer that notifies the user handlers of one call."""
 
-    __slots__ = ("_async", "_failure", "_jobs", "_pending", "_sync")
+    __slots__ = ("_async", "_failure", "_lane", "_sync")
+
+    inherit = False
 
     def __init__(self, handlers: Sequence[object]) -> None:
         self._async: dict[str, list[tuple[object, Callable[..., Any]]]] = {}
         self._sync: dict[str, list[tuple[object, Callable[..., Any]]]] = {}
         self._failure: list[Exception] = []
-        self._pending = False
-        self._jobs: queue.Queue[Callable[[], None]] | None = None
+        self._lane: _Lane | None = None
         for handler in handlers:
-            for event in ("on_chat_model_start", "on_llm_new_token", "on_llm_end", "on_llm_error"):
+            for event in _EVENTS:
                 method = getattr(handler, event, None)
                 if method is None or _is_noop(handler, event):
                     continue
                 target = self._async if _is_async(method) else self._sync
                 target.setdefault(event, []).append((handler, method))
         if self._sync:
-            self._jobs = _get_worker().jobs  # one worker per call keeps its jobs in order
+            self._lane = _Lane()
 
     @classmethod
     def of(cls, *handler_lists: Sequence[object] | None) -> Callbacks | None:
@@ -125,71 +172,104 @@ class Callbacks:
         handlers = [handler for handlers in handler_lists if handlers for handler in handlers]
         return cls(handlers) if handlers else None
 
-    async def chat_model_start(self, run: Run) -> None:
+    def on_start(self, run: Run) -> Awaitable[None] | None:
         """Notify ``on_chat_model_start``."""
-        await self._send("on_chat_model_start", run)
+        return self._send("on_chat_model_start", (run,))
 
-    async def new_token(self, chunk: AIMessageChunk, run: Run) -> None:
+    def on_chunk(self, run: Run, chunk: AIMessageChunk) -> Awaitable[None] | None:
         """Notify ``on_llm_new_token``."""
         if "on_llm_new_token" in self._async or "on_llm_new_token" in self._sync:
-            await self._send("on_llm_new_token", chunk.text, chunk, run)
+            return self._send("on_llm_new_token", (chunk.text, chunk, run))
+        return None
 
-    async def end(self, result: LLMResult, run: Run) -> None:
-        """Notify ``on_llm_end`` and wait until sync handlers have caught up."""
-        await self._send("on_llm_end", result, run)
-        await self._drain()
+    def on_end(self, run: Run) -> Awaitable[None] | None:
+        """Notify ``on_llm_end`` and wait until the sync handlers have caught up."""
+        return self._finish("on_llm_end", (run.final_output, run), quiet=False)
 
-    async def error(self, error: BaseException, partial: AIMessageChunk | None, run: Run) -> None:
-        """Notify ``on_llm_error`` and wait until sync handlers have caught up.
+    def on_error(self, run: Run, error: BaseException) -> Awaitable[None] | None:
+        """Notify ``on_llm_error`` (not for cancellation, which cannot wait for handlers)."""
+        if not isinstance(error, Exception):
+            if self._lane is not None:
+                self._lane.close()
+            return None
+        partial = run.output if run.items else None
+        return self._finish("on_llm_error", (error, partial, run), quiet=True)
 
-        A failure of a handler here is only logged: the call's own error is what is raised.
-        """
-        try:
-            await self._send("on_llm_error", error, partial, run)
-            await self._drain()
-        except Exception as exc:  # a raise_error handler failing while the call fails anyway
-            _logger().warning("callback failed while reporting %r: %r", error, exc)
+    def _send(self, event: str, args: tuple[Any, ...]) -> Awaitable[None] | None:
+        lane = self._lane
+        full = False
+        for handler, method in self._sync.get(event, ()):
+            assert lane is not None  # sync handlers come with a lane
+            lane.put(_Job(self, handler, method, event, args))
+            full = full or lane.is_full()
+        if event in self._async or full or self._failure:
+            return self._send_async(event, args, full)
+        return None
 
-    async def _send(self, event: str, *args: Any) -> None:
+    async def _send_async(self, event: str, args: tuple[Any, ...], full: bool) -> None:
         for handler, method in self._async.get(event, ()):
             try:
                 await method(*args)
             except Exception as exc:
                 if _report(handler, event, exc):
                     raise
-        for handler, method in self._sync.get(event, ()):
-            await self._queue(functools.partial(self._call, handler, method, event, args))
+        if full and self._lane is not None:
+            # The handlers are slower than the stream: wait on a worker thread, never the loop.
+            await anyio.to_thread.run_sync(self._lane.wait_for_room)
         if self._failure:
             raise self._failure.pop(0)
 
-    def _call(
-        self, handler: object, method: Callable[..., Any], event: str, args: tuple[Any, ...]
-    ) -> None:
+    async def _finish(self, event: str, args: tuple[Any, ...], *, quiet: bool) -> None:
         try:
-            method(*args)
+            pending = self._send(event, args)
+            if pending is not None:
+                await pending
+            await self._drain()
         except Exception as exc:
-            if _report(handler, event, exc):
-                self._failure.append(exc)
-
-    async def _queue(self, job: Callable[[], None]) -> None:
-        jobs = self._jobs
-        assert jobs is not None  # only sync handlers queue jobs, and they set it
-        self._pending = True
-        try:
-            jobs.put_nowait(job)
-        except queue.Full:
-            # The handler is slower than the stream: wait on a thread, never on the loop.
-            await anyio.to_thread.run_sync(jobs.put, job)
+            if not quiet:
+                raise
+            # A raise_error handler failing while the call fails anyway: the call's own error
+            # is what is raised.
+            _logger().warning("callback failed while reporting %r: %r", args[0], exc)
 
     async def _drain(self) -> None:
-        if not self._pending:
+        lane = self._lane
+        if lane is None:
             return
-        done = threading.Event()
-        await self._queue(done.set)
-        await anyio.to_thread.run_sync(done.wait)
-        self._pending = False
+        import anyio.from_thread  # only for calls with sync handlers
+
+        done = anyio.Event()
+        token = anyio.lowlevel.current_token()
+        lane.put(lambda: anyio.from_thread.run_sync(done.set, token=token))
+        lane.close()
+        with anyio.CancelScope(shield=True):
+            await done.wait()
         if self._failure:
             raise self._failure.pop(0)
+
+
+class _Job:
+    """One sync handler call, run on the lane."""
+
+    __slots__ = ("args", "callbacks", "event", "handler", "method")
+
+    def __init__(
+        self,
+        callbacks: Callbacks,
+        handler: object,
+        method: Callable[..., Any],
+        event: str,
+        args: tuple[Any, ...],
+    ) -> None:
+        self.callbacks, self.handler, self.method = callbacks, handler, method
+        self.event, self.args = event, args
+
+    def __call__(self) -> None:
+        try:
+            self.method(*self.args)
+        except Exception as exc:
+            if _report(self.handler, self.event, exc):
+                self.callbacks._failure.append(exc)
 
 
 def _logger() -> logging.Logger:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -115,6 +116,12 @@ def _from_dict(item: Mapping[str, Any], where: str) -> BaseMessage:
     return _build(item["role"], fields, where)
 
 
+_KNOWN_ROLES = [*_SIMPLE_ROLES, "function", "tool"]
+_TYPO_CUTOFF = 0.75
+"""How alike a custom role and a known one must be to be taken for a typo ("sytem": 0.91; a
+real custom role such as "critic" or "model" is far from every known one)."""
+
+
 def _build(role: object, fields: dict[str, Any], where: str) -> BaseMessage:
     if not isinstance(role, str):
         raise InputTypeError(f"role must be a str, got {type(role).__name__}", where=where)
@@ -127,6 +134,12 @@ def _build(role: object, fields: dict[str, Any], where: str) -> BaseMessage:
             return FunctionMessage(**fields)
         if role == "tool":
             return ToolMessage(**fields)
+        if close := difflib.get_close_matches(role, _KNOWN_ROLES, n=1, cutoff=_TYPO_CUTOFF):
+            raise InvalidInputError(
+                f"unknown role {role!r}; did you mean {close[0]!r}? (for a custom role, pass "
+                f"ChatMessage(content, role={role!r}))",
+                where=where,
+            )
         return ChatMessage(role=role, **fields)
     except (ValueError, TypeError, KeyError) as exc:  # pydantic's ValidationError is a ValueError
         raise InvalidInputError(f"cannot make a {role!r} message: {exc}", where=where) from exc

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
 __all__ = [
+    "CHOICE_INDEX",
     "AIMessage",
     "AIMessageChunk",
     "AnyMessage",
@@ -39,6 +40,10 @@ __all__ = [
     "merge_parts",
     "messages_from_dict",
 ]
+
+
+CHOICE_INDEX = "choice_index"
+"""The ``response_metadata`` key that marks which choice a chunk belongs to when ``n > 1``."""
 
 
 class TextBlock(TypedDict):

@@ -9,34 +9,32 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, aclosing
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, overload
 
-import anyio
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from . import runlog, sync
-from ._compat import BaseExceptionGroup, Self, TypedDict
+from ._compat import Self, TypedDict
+from ._concurrency import as_completed, concurrency_limit, gather
+from ._config import check_config, unknown_setting
 from .callbacks import Callbacks
-from .errors import ClosedError, InvalidInputError, InvalidParameterError
+from .errors import ClosedError, InvalidInputError
 from .inputs import LanguageModelInput, to_messages
-from .outputs import ChatGeneration, LLMResult, RunInfo, token_usage
-from .runs import Run, RunObserver
+from .outputs import LLMResult, RunInfo, token_usage
+from .runs import Run
+from .settings import SettingSpec, resolve, settings_of
 from .streams import ChatStream
 
 if TYPE_CHECKING:
     from types import TracebackType
     from uuid import UUID
 
-    from anyio.streams.memory import MemoryObjectSendStream
-
     from .messages import AIMessage, AIMessageChunk, BaseMessage
     from .runlog import RunLog, RunLogPatch
 
 __all__ = ["BaseChatModel", "RunConfig"]
-
-R = TypeVar("R")
 
 
 class RunConfig(TypedDict, total=False):
@@ -59,18 +57,22 @@ class RunConfig(TypedDict, total=False):
 class BaseChatModel(BaseModel, ABC):
     """The base every chat model derives from; documented as the one base to subclass.
 
-    A subclass implements `_astream`, an async generator of `AIMessageChunk`, and declares its
-    per-call settings in ``call_params``. Example::
+    A subclass implements `_astream`, an async generator of `AIMessageChunk`, and declares the
+    settings a call may override as fields marked `chatstream.settings.PerCall`. Example::
 
         class Echo(BaseChatModel):
-            async def _astream(self, messages, *, stop=None, **params):
+            temperature: Annotated[float | None, PerCall()] = None
+
+            async def _astream(self, messages, *, stop=None, **settings):
                 yield AIMessageChunk(messages[-1].text)
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
+    settings_spec: ClassVar[SettingSpec] = settings_of({})
+    """The per-call settings, derived from the fields marked `PerCall` (never set by hand)."""
     call_params: ClassVar[frozenset[str]] = frozenset()
-    """Settings that a single call may override as keyword arguments (``temperature=0``)."""
+    """The names of the per-call settings (``settings_spec.names``)."""
 
     tags: list[str] = Field(default_factory=list)
     """Tags recorded on every run of this model."""
@@ -81,6 +83,25 @@ class BaseChatModel(BaseModel, ABC):
 
     _closed: bool = PrivateAttr(default=False)
 
+    def __init__(self, /, **data: Any) -> None:
+        fields = type(self).model_fields
+        for key in data:
+            if key not in fields:
+                raise unknown_setting(type(self).__name__, key, fields)
+        super().__init__(**data)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Derive the per-call settings from the fields, once per class."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if "call_params" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} sets call_params; mark the per-call settings' fields "
+                "Annotated[..., PerCall()] instead (chatstream.settings.PerCall)"
+            )
+        cls.settings_spec = settings_of(cls.model_fields)
+        cls.call_params = cls.settings_spec.names
+
     @property
     def model_name(self) -> str:
         """The name of the model this instance calls: its ``model`` setting, if it has one."""
@@ -89,12 +110,13 @@ class BaseChatModel(BaseModel, ABC):
 
     @abstractmethod
     def _astream(
-        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
         """Stream the answer to ``messages``: the one method a provider writes.
 
-        ``params`` are already checked against ``call_params``. The last chunk carries
-        ``finish_reason`` in ``response_metadata`` and the usage in ``usage_metadata``.
+        ``stop`` and ``settings`` are the call's resolved settings: every per-call setting of
+        the model (``None`` when unset), a call's values over the model's. The last chunk
+        carries ``finish_reason`` in ``response_metadata`` and the usage in ``usage_metadata``.
         """
 
     async def _aclose(self) -> None:
@@ -105,7 +127,7 @@ class BaseChatModel(BaseModel, ABC):
     def _start(
         self,
         input: LanguageModelInput,
-        stop: list[str] | None,
+        stop: list[str] | str | None,
         config: RunConfig | None,
         params: dict[str, Any],
         *,
@@ -116,87 +138,71 @@ class BaseChatModel(BaseModel, ABC):
         private = self.__pydantic_private__
         if private is not None and private["_closed"]:
             raise ClosedError(f"{type(self).__name__} was closed; create a new model to call it")
-        for key in params:
-            if key not in self.call_params:
-                accepted = ", ".join(sorted(self.call_params)) or "none"
-                raise InvalidParameterError(
-                    f"{type(self).__name__} has no per-call parameter {key!r} "
-                    f"(accepted: {accepted})",
-                    where=key,
-                )
-        config = config or {}
-        invocation = {name: getattr(self, name) for name in self.call_params}
-        invocation.update(params, model=self.model_name, stop=stop)
+        settings = resolve(self, self.settings_spec, stop, params)
+        config = cast("RunConfig", check_config(config)) if config else _NO_CONFIG
         run = Run.create(
             config.get("run_name") or type(self).__name__,
             messages=to_messages(input, where=where),
-            invocation_params=invocation,
+            invocation_params={"model": self.model_name, **settings},
+            settings=settings,
             tags=[*self.tags, *config.get("tags", ())],
             metadata={**self.metadata, **config.get("metadata", {})},
         )
+        handlers = config.get("callbacks")
+        if self.callbacks or handlers:
+            run.observers.append(Callbacks([*self.callbacks, *(handlers or ())]))
         if "run_id" in config:
             run.id = config["run_id"]
         return run
 
-    async def _stream_run(
-        self,
-        run: Run | None,
-        input: LanguageModelInput,
-        stop: list[str] | None,
-        config: RunConfig | None,
-        params: dict[str, Any],
-        observer: RunObserver | None = None,
-    ) -> AsyncGenerator[AIMessageChunk, None]:
+    async def _stream_run(self, run: Run) -> AsyncGenerator[AIMessageChunk, None]:
         # The one loop every call goes through: it feeds the run each chunk exactly once.
-        if run is None:
-            run = self._start(input, stop, config, params)
-        if observer is not None:
-            run.observers.insert(0, observer)
-        handlers = config.get("callbacks") if config else None
-        callbacks = Callbacks.of(self.callbacks, handlers) if self.callbacks or handlers else None
-        run.start()
-        if callbacks:
-            await callbacks.chat_model_start(run)
-        stream = self._astream(run.messages, stop=stop, **params)
-        # The run is the current one only while the provider works, so that calls it makes
-        # become its children; the caller's context never sees it.
-        token = run.enter()
-        entered = True
+        stream: AsyncIterator[AIMessageChunk] | None = None
+        token = None
+        observing = True  # a failure now is an observer's (a raise_error handler): not wrapped
         try:
+            if (pending := run.start()) is not None:
+                await pending
+            stream = self._astream(run.messages, **run.settings)
+            # The run is the current one only while the provider works, so that calls it
+            # makes become its children; the caller's context never sees it.
+            token = run.enter()
+            observing = False
             async for chunk in stream:
                 run.leave(token)
-                entered = False
-                run.add_chunk(chunk)
-                if callbacks:
-                    await callbacks.new_token(chunk, run)
+                token = None
+                if (pending := run.add_chunk(chunk)) is not None:
+                    observing = True
+                    await pending
+                    observing = False
                 yield chunk
                 token = run.enter()
-                entered = True
         except Exception as exc:
-            error = run.fail(exc)
-            if callbacks:
-                await callbacks.error(error, run.output if run.items else None, run)
+            error, pending = run.fail(exc, wrap=not observing)
+            if pending is not None:
+                await pending
             if error is exc:
                 raise
             raise error from exc
         except BaseException as exc:  # cancelled, or closed early by the consumer
-            run.fail(exc)
+            _, pending = run.fail(exc)
+            if pending is not None:  # nothing can be awaited now; observers return None here
+                getattr(pending, "close", lambda: None)()
             raise
         finally:
-            if entered:
+            if token is not None:
                 run.leave(token)
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
-        run.end()
-        if callbacks:
-            await callbacks.end(run.final_output, run)
+        if (pending := run.end()) is not None:
+            await pending
 
     def astream(
         self,
         input: LanguageModelInput,
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> ChatStream[AIMessageChunk]:
@@ -205,7 +211,8 @@ class BaseChatModel(BaseModel, ABC):
         Closing the stream (``break`` under ``async with``, ``aclose()``, cancellation) closes
         the provider's stream at once. A failure raises with the chunks so far in ``partial``.
         """
-        return ChatStream(self._stream_run(None, input, stop, config, params))
+        run = self._start(input, stop, config, params)
+        return ChatStream(self._stream_run(run), run)
 
     @overload
     def astream_log(
@@ -220,7 +227,7 @@ class BaseChatModel(BaseModel, ABC):
         exclude_names: Sequence[str] | None = None,
         exclude_types: Sequence[str] | None = None,
         exclude_tags: Sequence[str] | None = None,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> ChatStream[RunLogPatch]: ...
@@ -238,7 +245,7 @@ class BaseChatModel(BaseModel, ABC):
         exclude_names: Sequence[str] | None = None,
         exclude_types: Sequence[str] | None = None,
         exclude_tags: Sequence[str] | None = None,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> ChatStream[RunLog]: ...
@@ -255,7 +262,7 @@ class BaseChatModel(BaseModel, ABC):
         exclude_names: Sequence[str] | None = None,
         exclude_types: Sequence[str] | None = None,
         exclude_tags: Sequence[str] | None = None,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> ChatStream[RunLogPatch] | ChatStream[RunLog]:
@@ -276,30 +283,29 @@ class BaseChatModel(BaseModel, ABC):
             exclude_types=exclude_types,
             exclude_tags=exclude_tags,
         )
-        chunks = self._stream_run(None, input, stop, config, params, observer=tracker)
+        run = self._start(input, stop, config, params)
+        run.observers.insert(0, tracker)
         # ``diff`` decides which of the two kinds the stream yields; the overloads say so.
         return cast(
             "ChatStream[RunLogPatch] | ChatStream[RunLog]",
-            ChatStream(runlog.stream_log(tracker, chunks, diff=diff)),
+            ChatStream(runlog.stream_log(tracker, self._stream_run(run), diff=diff), run),
         )
 
     async def ainvoke(
         self,
         input: LanguageModelInput,
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> AIMessage:
         """The whole answer: the stream merged into one `AIMessage`."""
         run = self._start(input, stop, config, params)
-        await self._drain(run, stop, config, params)
-        return _message(run)
+        await self._drain(run)
+        return run.final_message()
 
-    async def _drain(
-        self, run: Run, stop: list[str] | None, config: RunConfig | None, params: dict[str, Any]
-    ) -> None:
-        async with aclosing(self._stream_run(run, run.messages, stop, config, params)) as stream:
+    async def _drain(self, run: Run) -> None:
+        async with aclosing(self._stream_run(run)) as stream:
             async for _ in stream:
                 pass
 
@@ -310,7 +316,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: Literal[False] = False,
@@ -322,7 +328,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: Literal[True],
@@ -333,7 +339,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: bool = False,
@@ -346,16 +352,16 @@ class BaseChatModel(BaseModel, ABC):
         failure in its place in the results.
         """
         calls = self._batch_calls(inputs, stop, config, params)
-        limit = _limit(max_concurrency, config)
+        limit = concurrency_limit(max_concurrency, config)
         if return_exceptions:
-            return await _gather(calls, limit, return_exceptions=True)
-        return await _gather(calls, limit, return_exceptions=False)
+            return await gather(calls, limit, return_exceptions=True)
+        return await gather(calls, limit, return_exceptions=False)
 
     def abatch_as_completed(
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: bool = False,
@@ -371,12 +377,12 @@ class BaseChatModel(BaseModel, ABC):
                     ...
         """
         calls = self._batch_calls(inputs, stop, config, params)
-        return _as_completed(calls, _limit(max_concurrency, config), return_exceptions)
+        return as_completed(calls, concurrency_limit(max_concurrency, config), return_exceptions)
 
     def _batch_calls(
         self,
         inputs: Sequence[LanguageModelInput],
-        stop: list[str] | None,
+        stop: list[str] | str | None,
         config: RunConfig | None,
         params: dict[str, Any],
     ) -> list[Callable[[], Awaitable[AIMessage]]]:
@@ -393,19 +399,19 @@ class BaseChatModel(BaseModel, ABC):
         self,
         input: LanguageModelInput,
         where: str,
-        stop: list[str] | None,
+        stop: list[str] | str | None,
         config: RunConfig | None,
         params: dict[str, Any],
     ) -> AIMessage:
         run = self._start(input, stop, config, params, where=where)
-        await self._drain(run, stop, config, params)
-        return _message(run)
+        await self._drain(run)
+        return run.final_message()
 
     async def agenerate(
         self,
         messages: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> LLMResult:
@@ -424,11 +430,11 @@ class BaseChatModel(BaseModel, ABC):
             self._start(item, stop, config, params, where=f"messages[{i}]")
             for i, item in enumerate(messages)
         ]
-        calls = [partial(self._drain, run, stop, config, params) for run in runs]
-        await _gather(calls, _limit(None, config), return_exceptions=False)
+        calls = [partial(self._drain, run) for run in runs]
+        await gather(calls, concurrency_limit(None, config), return_exceptions=False)
         reported = [run.output.response_metadata.get("model_name") for run in runs]
         return LLMResult(
-            generations=[_generations(run) for run in runs],
+            generations=[run.final_output.generations[0] for run in runs],
             llm_output={
                 "token_usage": token_usage(
                     output.usage_metadata for run in runs for output in run.outputs
@@ -463,7 +469,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         input: LanguageModelInput,
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> AIMessage:
@@ -476,7 +482,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         input: LanguageModelInput,
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> Iterator[AIMessageChunk]:
@@ -495,7 +501,7 @@ class BaseChatModel(BaseModel, ABC):
         exclude_names: Sequence[str] | None = None,
         exclude_types: Sequence[str] | None = None,
         exclude_tags: Sequence[str] | None = None,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> Iterator[RunLogPatch | RunLog]:
@@ -509,7 +515,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: Literal[False] = False,
@@ -521,7 +527,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: Literal[True],
@@ -532,7 +538,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: bool = False,
@@ -548,7 +554,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         inputs: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         max_concurrency: int | None = None,
         return_exceptions: bool = False,
@@ -564,7 +570,7 @@ class BaseChatModel(BaseModel, ABC):
         self,
         messages: Sequence[LanguageModelInput],
         *,
-        stop: list[str] | None = None,
+        stop: list[str] | str | None = None,
         config: RunConfig | None = None,
         **params: Any,
     ) -> LLMResult:
@@ -578,120 +584,4 @@ class BaseChatModel(BaseModel, ABC):
 
 _NOT_OPTIONS = frozenset({"self", "input", "params"})
 
-
-def _message(run: Run, output: AIMessageChunk | None = None) -> AIMessage:
-    message = (output or run.output).to_message()
-    if message.id is None:
-        message = message.model_copy(update={"id": f"run-{run.id}"})
-    return message
-
-
-def _generations(run: Run) -> list[ChatGeneration]:
-    generations = []
-    for output in run.outputs:
-        finish_reason = output.response_metadata.get("finish_reason")
-        info = {"finish_reason": finish_reason} if finish_reason is not None else None
-        generations.append(ChatGeneration(message=_message(run, output), generation_info=info))
-    return generations
-
-
-def _limit(max_concurrency: int | None, config: RunConfig | None) -> int | None:
-    limit = (
-        max_concurrency if max_concurrency is not None else (config or {}).get("max_concurrency")
-    )
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise InvalidInputError(
-            f"must be a positive int or None, got {limit!r}", where="max_concurrency"
-        )
-    return limit
-
-
-async def _run_limited(
-    call: Callable[[], Awaitable[R]], limiter: anyio.CapacityLimiter | None
-) -> R:
-    if limiter is None:
-        return await call()
-    async with limiter:
-        return await call()
-
-
-@overload
-async def _gather(
-    calls: Sequence[Callable[[], Awaitable[R]]],
-    limit: int | None,
-    *,
-    return_exceptions: Literal[False],
-) -> list[R]: ...
-
-
-@overload
-async def _gather(
-    calls: Sequence[Callable[[], Awaitable[R]]],
-    limit: int | None,
-    *,
-    return_exceptions: Literal[True],
-) -> list[R | Exception]: ...
-
-
-async def _gather(
-    calls: Sequence[Callable[[], Awaitable[R]]], limit: int | None, *, return_exceptions: bool
-) -> list[R] | list[R | Exception]:
-    results: list[Any] = [None] * len(calls)
-    errors: list[Exception] = []
-    limiter = anyio.CapacityLimiter(limit) if limit is not None else None
-    async with anyio.create_task_group() as group:
-
-        async def one(index: int) -> None:
-            try:
-                results[index] = await _run_limited(calls[index], limiter)
-            except Exception as exc:
-                if return_exceptions:
-                    results[index] = exc
-                else:
-                    errors.append(exc)
-                    group.cancel_scope.cancel()
-
-        for index in range(len(calls)):
-            group.start_soon(one, index)
-    if errors:
-        raise errors[0]
-    return results
-
-
-@asynccontextmanager
-async def _as_completed(
-    calls: Sequence[Callable[[], Awaitable[R]]], limit: int | None, return_exceptions: bool
-) -> AsyncGenerator[AsyncIterator[tuple[int, R | Exception]], None]:
-    # The buffer holds every result, so no call ever waits for the consumer; the stream ends
-    # when the last call's sender closes.
-    send, receive = anyio.create_memory_object_stream[tuple[int, R | Exception]](max(len(calls), 1))
-    limiter = anyio.CapacityLimiter(limit) if limit is not None else None
-
-    async def one(index: int, sender: MemoryObjectSendStream[tuple[int, R | Exception]]) -> None:
-        async with sender:
-            try:
-                result: R | Exception = await _run_limited(calls[index], limiter)
-            except Exception as exc:
-                result = exc
-            await sender.send((index, result))
-
-    async def results() -> AsyncGenerator[tuple[int, R | Exception], None]:
-        async for index, result in receive:
-            if isinstance(result, Exception) and not return_exceptions:
-                raise result
-            yield index, result
-
-    try:
-        async with anyio.create_task_group() as group:
-            async with send:
-                for index in range(len(calls)):
-                    group.start_soon(one, index, send.clone())
-            try:
-                with receive:
-                    yield results()
-            finally:
-                group.cancel_scope.cancel()
-    except BaseExceptionGroup as group_error:
-        # The calls never raise (their errors travel as results), so the one error in the group
-        # is the caller's own, from the body of the ``async with``: give it back unwrapped.
-        raise group_error.exceptions[0] from None
+_NO_CONFIG: RunConfig = {}

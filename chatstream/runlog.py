@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal, final
 
 from pydantic import BaseModel
 
-from ._compat import TypedDict
+from ._compat import NotRequired, TypedDict
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable, Sequence
@@ -26,11 +27,15 @@ __all__ = ["LogTracker", "Op", "RunLog", "RunLogPatch", "stream_log", "to_json"]
 
 
 class Op(TypedDict):
-    """One RFC 6902 operation as chatstream emits it (``add`` or ``replace``)."""
+    """One RFC 6902 operation.
 
-    op: Literal["add", "replace", "remove"]
+    chatstream emits ``add`` and ``replace``; a `RunLog` applies every kind (``move``,
+    ``copy`` and ``test`` name their source in a ``"from"`` key).
+    """
+
+    op: Literal["add", "replace", "remove", "move", "copy", "test"]
     path: str
-    value: Any
+    value: NotRequired[Any]
 
 
 def to_json(value: Any) -> Any:
@@ -58,17 +63,28 @@ def _unescape(token: str) -> str:
     return token.replace("~1", "/").replace("~0", "~") if "~" in token else token
 
 
-def _apply(state: Any, op: Op) -> Any:
-    """Apply one op to ``state`` in place (returning the new root), touching only its path."""
+_FAST_OPS = frozenset({"add", "replace", "remove"})
+"""The ops applied here in time proportional to the op; the others go to jsonpatch."""
+
+
+def _apply(state: Any, op: Op, *, shared: bool) -> Any:
+    """Apply one op, returning the new root.
+
+    ``shared``: ``state`` belongs to another log too, so the containers on the op's path are
+    copied first (and only those).
+    """
+    if op["op"] not in _FAST_OPS:
+        return _apply_rfc6902(state, op, shared=shared)
     path = op["path"]
     if path == "":
-        if op["op"] == "remove":
-            return None
-        return _own(op["value"])
+        return None if op["op"] == "remove" else _own(op["value"])
     *parents, last = [_unescape(token) for token in path[1:].split("/")]
-    target = state
+    root = target = _copy(state) if shared else state
     for token in parents:
-        target = target[int(token)] if isinstance(target, list) else target[token]
+        key: Any = int(token) if isinstance(target, list) else token
+        if shared:
+            target[key] = _copy(target[key])
+        target = target[key]
     if isinstance(target, list):
         if op["op"] == "remove":
             del target[int(last)]
@@ -82,7 +98,19 @@ def _apply(state: Any, op: Op) -> Any:
         del target[last]
     else:
         target[last] = _own(op["value"])
-    return state
+    return root
+
+
+def _copy(container: Any) -> Any:
+    return container.copy() if isinstance(container, (dict, list)) else container
+
+
+def _apply_rfc6902(state: Any, op: Op, *, shared: bool) -> Any:
+    # move, copy and test are rare (chatstream never emits them): the reference implementation
+    # applies them. It deep-copies the document unless told not to; a shared state must be.
+    import jsonpatch
+
+    return jsonpatch.apply_patch(state, [to_json(dict(op))], in_place=not shared)
 
 
 def _pretty(ops: Sequence[Op]) -> str:
@@ -111,7 +139,9 @@ class RunLogPatch:
     def __add__(self, other: RunLogPatch) -> RunLog:
         if not isinstance(other, RunLogPatch):
             return NotImplemented
-        return RunLog(*self.ops) + other
+        log = RunLog(*self.ops)
+        log += other
+        return log
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RunLogPatch) and self.ops == other.ops
@@ -126,9 +156,13 @@ class RunLogPatch:
 class RunLog:
     """The accumulated log of a run: every op so far and the ``state`` they build.
 
-    ``log + patch`` applies the patch to this log **in place**, in time proportional to the
-    patch (never replaying the history or copying the whole state), and returns the log. Use
-    ``copy.deepcopy(log)`` to keep an earlier state.
+    ``log + patch`` is a new log and leaves ``log`` as it was; it copies only the containers on
+    the patch's paths. ``log += patch`` applies the patch in place, in time proportional to the
+    patch (never replaying the history or copying the state).
+
+    Raises:
+        InvalidInputError: An op that cannot apply (a missing path, a failed ``test``); it
+            names the op's position, and the log is left as it was before that op.
     """
 
     __slots__ = ("ops", "state")
@@ -136,17 +170,31 @@ class RunLog:
     def __init__(self, *ops: Op, state: Any = None) -> None:
         self.ops: list[Op] = []
         self.state: Any = state
-        self._extend(ops)
+        self._extend(ops, shared=False)
 
-    def _extend(self, ops: Iterable[Op]) -> None:
+    def _extend(self, ops: Iterable[Op], *, shared: bool) -> None:
         for op in ops:
-            self.state = _apply(self.state, op)
+            try:
+                self.state = _apply(self.state, op, shared=shared)
+            except Exception as exc:  # any RFC 6902 failure: IndexError, KeyError, jsonpatch's
+                raise InvalidInputError(
+                    f"cannot apply {dict(op)!r}: {type(exc).__name__}: {exc}",
+                    where=f"ops[{len(self.ops)}]",
+                ) from exc
             self.ops.append(op)
 
     def __add__(self, other: RunLogPatch) -> RunLog:
         if not isinstance(other, RunLogPatch):
             return NotImplemented
-        self._extend(other.ops)
+        log = RunLog(state=self.state)
+        log.ops = list(self.ops)
+        log._extend(other.ops, shared=True)
+        return log
+
+    def __iadd__(self, other: RunLogPatch) -> RunLog:
+        if not isinstance(other, RunLogPatch):
+            return NotImplemented
+        self._extend(other.ops, shared=False)
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -321,8 +369,8 @@ async def stream_log(
 ) -> AsyncGenerator[RunLogPatch | RunLog, None]:
     """Yield the tracker's patches while ``chunks`` (the observed run's stream) is consumed.
 
-    With ``diff=False`` yields the accumulated `RunLog` after each patch instead. Closing this
-    generator closes ``chunks``.
+    With ``diff=False`` yields the accumulated `RunLog` after each patch instead, a new snapshot
+    each time (sharing what the patch did not touch). Closing this generator closes ``chunks``.
     """
     pending = tracker.pending
     log = RunLog() if not diff else None
@@ -332,11 +380,19 @@ async def stream_log(
             async for _ in chunks:
                 while pending:
                     patch = pending.popleft()
-                    yield patch if log is None else log + patch
+                    if log is None:
+                        yield patch
+                    else:
+                        log = log + patch
+                        yield log
     except Exception as exc:
         failure = exc  # its patch, with the partial output, is queued: hand it out first
     while pending:
         patch = pending.popleft()
-        yield patch if log is None else log + patch
+        if log is None:
+            yield patch
+        else:
+            log = log + patch
+            yield log
     if failure is not None:
         raise failure

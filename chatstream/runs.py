@@ -16,24 +16,29 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 from .errors import ChatStreamError, StreamInterruptedError
-from .messages import AIMessageChunk, BaseMessage, Content, UsageMetadata, merge_chunks, merge_parts
+from .messages import (
+    CHOICE_INDEX,
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    Content,
+    UsageMetadata,
+    merge_chunks,
+    merge_parts,
+)
 from .outputs import ChatGeneration, LLMResult, token_usage
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Sequence
     from uuid import UUID
 
 __all__ = [
-    "CHOICE_INDEX",
     "Run",
     "RunObserver",
     "current_run",
     "global_observers",
     "merge_choices",
 ]
-
-CHOICE_INDEX = "choice_index"
-"""The ``response_metadata`` key that marks which choice a chunk belongs to when ``n > 1``."""
 
 _CURRENT: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
     "chatstream_current_run", default=None
@@ -46,25 +51,38 @@ def current_run() -> Run | None:
 
 
 class RunObserver(Protocol):
-    """Watches runs as they happen. Called on the event loop: it must be quick and not block.
+    """Watches runs as they happen: the one way anything (run logs, tracers, callbacks) is told.
 
-    Run-log trackers and tracers are observers. An observer with ``inherit = True`` also sees
+    Each method is called on the event loop, in the order the observers were added, and may
+    return an awaitable that the run awaits before it goes on (user callbacks do; run logs and
+    tracers return ``None`` and must be quick). An observer with ``inherit = True`` also sees
     every run started inside the runs it observes.
     """
 
     inherit: bool
 
-    def on_start(self, run: Run) -> None:
+    def on_start(self, run: Run) -> Awaitable[None] | None:
         """The run started."""
 
-    def on_chunk(self, run: Run, chunk: AIMessageChunk) -> None:
+    def on_chunk(self, run: Run, chunk: AIMessageChunk) -> Awaitable[None] | None:
         """The run streamed a chunk (already recorded on the run)."""
 
-    def on_end(self, run: Run) -> None:
+    def on_end(self, run: Run) -> Awaitable[None] | None:
         """The run finished normally."""
 
-    def on_error(self, run: Run, error: BaseException) -> None:
+    def on_error(self, run: Run, error: BaseException) -> Awaitable[None] | None:
         """The run failed or was cancelled; ``run.error`` is set."""
+
+
+async def _await_all(pending: list[Awaitable[None]]) -> None:
+    for awaitable in pending:
+        await awaitable
+
+
+def _gather(pending: list[Awaitable[None]] | None) -> Awaitable[None] | None:
+    if pending is None:
+        return None
+    return pending[0] if len(pending) == 1 else _await_all(pending)
 
 
 def global_observers() -> list[RunObserver]:
@@ -111,7 +129,9 @@ class Run:
     messages: list[BaseMessage] = field(default_factory=list)
     """A model call's input, as messages."""
     invocation_params: dict[str, Any] = field(default_factory=dict)
-    """The model and the parameters the call used (never a secret)."""
+    """The model and the settings the call used (never a secret)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """A model call's resolved settings, as handed to the provider's ``_astream``."""
     parent_run_id: UUID | None = None
     """The enclosing run, when the call ran inside another run or a traced step."""
     run_type: str = "chat_model"
@@ -199,13 +219,23 @@ class Run:
         """The first choice's chunks merged so far (merged once, when asked for after the end)."""
         return self.outputs[0]
 
+    def final_message(self, choice: int = 0) -> AIMessage:
+        """The answer of one choice so far as an `AIMessage`: the one place chunks become it.
+
+        Its ``id`` is the provider's response id, else ``run-<run id>``.
+        """
+        message = self.outputs[choice].to_message()
+        if message.id is None:
+            message = message.model_copy(update={"id": f"run-{self.id}"})
+        return message
+
     @property
     def final_output(self) -> LLMResult:
         """The outcome as an `LLMResult` with one generation per choice (``run`` left empty)."""
         if self._final_output is not None:
             return self._final_output
         result = LLMResult(
-            generations=[[_generation(output) for output in self.outputs]],
+            generations=[[self._generation(choice) for choice in range(len(self.outputs))]],
             llm_output={
                 "token_usage": token_usage(output.usage_metadata for output in self.outputs),
                 "model_name": self.output.response_metadata.get("model_name")
@@ -227,6 +257,12 @@ class Run:
         """Seconds from start to end, once ended."""
         return None if self.end_time is None else self.end_time - self.start_time
 
+    def _generation(self, choice: int) -> ChatGeneration:
+        message = self.final_message(choice)
+        finish_reason = message.response_metadata.get("finish_reason")
+        info = {"finish_reason": finish_reason} if finish_reason is not None else None
+        return ChatGeneration(message=message, generation_info=info)
+
     def enter(self) -> contextvars.Token[Run | None]:
         """Make this the current run (for code that runs on its behalf); see `leave`."""
         return _CURRENT.set(self)
@@ -236,13 +272,13 @@ class Run:
         """Restore the current run saved by `enter`."""
         _CURRENT.reset(token)
 
-    def start(self) -> None:
-        """Tell the observers the run started."""
-        for observer in self.observers:
-            observer.on_start(self)
+    def start(self) -> Awaitable[None] | None:
+        """Start the clock and tell the observers; await what this returns, if anything."""
+        self.start_time = time.time()
+        return self._tell("on_start")
 
-    def add_chunk(self, chunk: AIMessageChunk) -> None:
-        """Record one streamed chunk and tell the observers."""
+    def add_chunk(self, chunk: AIMessageChunk) -> Awaitable[None] | None:
+        """Record one streamed chunk and tell the observers; await what this returns."""
         if self.first_token_time is None:
             self.first_token_time = time.time()
         plain = (
@@ -255,30 +291,40 @@ class Run:
             and type(chunk.content) is str
         )
         self.items.append(chunk.content if plain else chunk)  # type: ignore[arg-type]  # plain: content is a str
+        # Spelt out rather than through `_tell`: this runs once per chunk.
+        pending = None
         for observer in self.observers:
-            observer.on_chunk(self, chunk)
+            if (waiting := observer.on_chunk(self, chunk)) is not None:
+                pending = [*(pending or ()), waiting]
+        return _gather(pending)
 
-    def end(self, outputs: Any = None) -> None:
-        """Mark the run finished normally (a step passes its return value)."""
+    def end(self, outputs: Any = None) -> Awaitable[None] | None:
+        """Mark the run finished normally (a step passes its return value) and tell observers."""
         self.end_time = time.time()
         self.step_outputs = outputs
-        for observer in self.observers:
-            observer.on_end(self)
+        return self._tell("on_end")
 
-    def fail(self, error: BaseException) -> BaseException:
-        """Mark the run failed and return the exception to raise in its place.
+    def fail(
+        self, error: BaseException, *, wrap: bool = True
+    ) -> tuple[BaseException, Awaitable[None] | None]:
+        """Mark the run failed; the exception to raise in its place, and what to await.
 
         A chatstream error is returned as it is, with ``partial`` set to the output so far. Any
-        other exception after chunks had arrived is wrapped in `StreamInterruptedError` so that
-        the partial output is not lost; before any chunk it is returned unchanged, and so is
-        cancellation.
+        other exception after chunks had arrived is wrapped in `StreamInterruptedError` (unless
+        ``wrap`` is false: an observer's own failure) so that the partial output is not lost;
+        before any chunk it is returned unchanged, and so is cancellation.
         """
         self.end_time = time.time()
         self.error = error
-        raised = self._error_to_raise(error)
+        raised = self._error_to_raise(error) if wrap else error
+        return raised, self._tell("on_error", raised)
+
+    def _tell(self, event: str, *args: Any) -> Awaitable[None] | None:
+        pending = None
         for observer in self.observers:
-            observer.on_error(self, raised)
-        return raised
+            if (waiting := getattr(observer, event)(self, *args)) is not None:
+                pending = [*(pending or ()), waiting]
+        return _gather(pending)
 
     def _error_to_raise(self, error: BaseException) -> BaseException:
         if not self.items:
@@ -293,9 +339,3 @@ class Run:
                 f"the stream broke after {len(self.items)} chunks: {error!r}", partial=partial
             )
         return error
-
-
-def _generation(output: AIMessageChunk) -> ChatGeneration:
-    finish_reason = output.response_metadata.get("finish_reason")
-    info = {"finish_reason": finish_reason} if finish_reason is not None else None
-    return ChatGeneration(message=output.to_message(), generation_info=info)

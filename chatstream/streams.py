@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._compat import Self
+    from .messages import AIMessage
+    from .runs import Run
 
 __all__ = ["ChatStream"]
 
@@ -30,12 +32,26 @@ class ChatStream(Generic[T]):
         async with model.astream("Hi") as stream:
             async for chunk in stream:
                 ...
+
+    Its `run` records the call as it streams, and `message` is the answer so far::
+
+        stream = model.astream("Hi")
+        async for chunk in stream:
+            ...
+        stream.message  # AIMessage(content='Hello!', id='run-…', usage_metadata={...})
     """
 
-    __slots__ = ("_agen",)
+    __slots__ = ("_agen", "run")
 
-    def __init__(self, agen: AsyncGenerator[T, None]) -> None:
+    def __init__(self, agen: AsyncGenerator[T, None], run: Run) -> None:
         self._agen = agen
+        self.run = run
+        """The record of the call: its id, settings, chunks, usage, times and error."""
+
+    @property
+    def message(self) -> AIMessage:
+        """The answer streamed so far as one `AIMessage` (`Run.final_message`)."""
+        return self.run.final_message()
 
     def __aiter__(self) -> AsyncGenerator[T, None]:
         # Hand out the generator itself: ``async for`` then steps it with no wrapper per item.

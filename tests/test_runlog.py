@@ -13,13 +13,14 @@ from chatstream import (
     AIMessageChunk,
     BaseChatModel,
     BaseMessage,
+    InvalidInputError,
     RateLimitError,
     RunLog,
     RunLogPatch,
     trace,
 )
 from chatstream.providers.fake import FakeChatModel, FakeResponse
-from chatstream.runlog import to_json
+from chatstream.runlog import Op, to_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -85,21 +86,56 @@ async def test_sum_of_patches_is_the_run_state_and_final_output_is_ainvoke() -> 
     assert message.to_message().model_dump(exclude={"id"}) == invoked.model_dump(exclude={"id"})
 
 
-async def test_applying_a_patch_never_copies_or_aliases_the_state() -> None:
+async def test_iadd_applies_in_place_without_copying_or_aliasing() -> None:
     model = FakeChatModel(responses=["x y"])
     patches = await collect(model.astream_log("q"))
     log = patches[0] + patches[1]
     streamed = log.state["streamed_output"]
-    log = log + patches[2]
+    same = log
+    log += patches[2]
+    assert log is same
     assert log.state["streamed_output"] is streamed  # appended in place: O(size of the patch)
     # ... and the handed-out initial patch is not changed by applying later ones.
     assert patches[0].ops[0]["value"]["streamed_output"] == []
+
+
+async def test_add_leaves_its_left_operand_as_it_was() -> None:
+    model = FakeChatModel(responses=["x y"])
+    patches = await collect(model.astream_log("q"))
+    before = patches[0] + patches[1]
+    snapshot = copy.deepcopy(before.state)
+    after = before + patches[2]
+    assert after is not before
+    assert before.state == snapshot
+    assert len(before.ops) == 2 and len(after.ops) == 3
+    assert [c.content for c in after.state["streamed_output"]] == ["x", " y"]
+    # What the patch did not touch is shared, not copied.
+    assert after.state["logs"] is before.state["logs"]
+
+
+def test_run_log_applies_every_rfc6902_op_through_jsonpatch() -> None:
+    log = RunLog(Op(op="replace", path="", value={"a": [1], "b": {}}))
+    moved = log + RunLogPatch(
+        {"op": "copy", "from": "/a", "path": "/c"},  # type: ignore[typeddict-unknown-key]
+        {"op": "move", "from": "/c", "path": "/b/d"},  # type: ignore[typeddict-unknown-key]
+        Op(op="test", path="/a/0", value=1),
+    )
+    assert moved.state == {"a": [1], "b": {"d": [1]}}
+    assert log.state == {"a": [1], "b": {}}
+    with pytest.raises(InvalidInputError) as info:
+        log + RunLogPatch(Op(op="add", path="/a/0", value=0), Op(op="test", path="/a/0", value=9))
+    assert info.value.where == "ops[2]"
+    with pytest.raises(InvalidInputError, match="missing"):
+        log += RunLogPatch(Op(op="replace", path="/missing/x", value=1))
+    assert log.state == {"a": [1], "b": {}}
 
 
 async def test_diff_false_yields_the_accumulated_log() -> None:
     model = FakeChatModel(responses=["x y"])
     logs = await collect(model.astream_log("q", diff=False))
     assert all(isinstance(log, RunLog) for log in logs)
+    assert len({id(log) for log in logs}) == len(logs)  # a snapshot each, not one log mutated
+    assert [len(log.state["streamed_output"]) for log in logs] == [0, 1, 2, 3, 3]
     expected = RunLog()
     for patch in await collect(model.astream_log("q")):
         expected = expected + patch

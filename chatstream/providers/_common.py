@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from pydantic import SecretStr
+from pydantic import BeforeValidator, SecretStr
 
 from ..errors import (
     AuthenticationError,
@@ -24,13 +24,14 @@ from ..errors import (
     StreamProtocolError,
 )
 from ..messages import UsageMetadata
-from ..transport.http import HTTPClient, Timeout, error_class
+from ..transport.http import HTTPClient, Timeout, error_class, redact
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 __all__ = [
     "ErrorEvent",
+    "TimeoutSetting",
     "dump_arguments",
     "env_secret",
     "http_client",
@@ -77,17 +78,19 @@ class ErrorEvent(Exception):
         self.error = error
 
 
-def stream_error(error: Any, *, provider: str) -> ProviderError:
-    """The chatstream error for an in-stream error object.
+def stream_error(error: Any, *, provider: str, secrets: Sequence[str] = ()) -> ProviderError:
+    """The chatstream error for an in-stream error object, with ``secrets`` scrubbed.
 
     Understood: ``{"type", "message"}`` (Anthropic), ``{"message", "type", "code"}`` (OpenAI;
     an int ``code`` is the HTTP status for vLLM and llama.cpp) and a bare string (Ollama).
     """
-    body = json.dumps(error, ensure_ascii=False)
+    body = redact(json.dumps(error, ensure_ascii=False), secrets)
     if not isinstance(error, dict):
-        message = error if isinstance(error, str) else body
+        message = redact(error, secrets) if isinstance(error, str) else body
         return ServerError(message, provider=provider, body=body[:_EXCERPT])
-    message = error.get("message") or "the server reported an error mid-stream"
+    message = redact(str(error.get("message") or ""), secrets) or (
+        "the server reported an error mid-stream"
+    )
     code, kind = error.get("code"), error.get("type")
     if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
         cls = error_class(code)
@@ -103,19 +106,21 @@ def stream_error(error: Any, *, provider: str) -> ProviderError:
 
 
 @contextmanager
-def map_stream_errors(provider: str) -> Iterator[None]:
+def map_stream_errors(provider: str, secrets: Sequence[str] = ()) -> Iterator[None]:
     """Translate what goes wrong inside a 200 stream into chatstream errors.
 
     HTTP statuses are mapped by the transport; this covers an `ErrorEvent` (an error object
-    where a chunk was expected) and data that is not JSON.
+    where a chunk was expected) and data that is not JSON. ``secrets`` (the request's
+    credentials, which a server may echo) are scrubbed from both, as from HTTP error bodies.
     """
     try:
         yield
     except ErrorEvent as event:
-        raise stream_error(event.error, provider=provider) from None
+        raise stream_error(event.error, provider=provider, secrets=secrets) from None
     except json.JSONDecodeError as exc:
         raise StreamProtocolError(
-            f"a data event of the stream is not JSON ({exc.msg})", line=exc.doc[:200]
+            f"a data event of the stream is not JSON ({exc.msg})",
+            line=redact(exc.doc[:200], secrets),
         ) from exc
 
 
@@ -187,6 +192,17 @@ def require_key(key: SecretStr | None, *, provider: str, hint: str) -> str:
     if not value:
         raise AuthenticationError(hint, provider=provider)
     return value
+
+
+def _as_timeout(value: Any) -> Any:
+    # A number is a total limit, as in httpx and the openai SDK (`timeout=30`).
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return Timeout(total=float(value))
+    return value
+
+
+TimeoutSetting = Annotated[Timeout, BeforeValidator(_as_timeout)]
+"""The type of every model's ``timeout``: a `Timeout`, or a number of seconds for the total."""
 
 
 class _TransportSettings(Protocol):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, final
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Annotated, Any, final
 
 from pydantic import Field, PrivateAttr, SecretStr
 
@@ -25,23 +26,26 @@ from ..messages import (
     ToolMessage,
 )
 from ..model import BaseChatModel
+from ..settings import PerCall, Stop
 from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.sse import SSEDecoder
 from ._chunks import new_chunk
 from ._common import (
     ErrorEvent,
+    TimeoutSetting,
     env_secret,
     http_client,
     loads,
-    map_stream_errors,
     require_key,
     thinking_block,
     usage_metadata,
 )
+from ._http import Request, copy_settings, stream_chunks
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
-    from contextlib import AbstractContextManager
+
+    from ..transport.sse import Event
 
 __all__ = ["ChatAnthropic", "Timeout"]
 
@@ -59,20 +63,7 @@ _FINISH_REASONS = {
 """``stop_reason`` → the ``finish_reason`` every provider reports; others pass unchanged."""
 
 
-def _map_errors() -> AbstractContextManager[None]:
-    """Translate what goes wrong inside a Messages event stream into chatstream errors.
-
-    HTTP statuses (529 included) are mapped and retried by the transport; this covers the 200
-    stream: an ``error`` event, whose ``error.type`` picks the class (``overloaded_error`` →
-    `OverloadedError`, ``api_error`` → `ServerError`, ...), and data that is not JSON.
-    """
-    return map_stream_errors(PROVIDER)
-
-
 # -- request ------------------------------------------------------------------------------------
-
-_PARAMS = ("temperature", "top_p", "top_k", "thinking")
-"""Settings copied to the request body under their own name when set."""
 
 _ROLES = {"user": "user", "human": "user", "assistant": "assistant", "ai": "assistant"}
 """`ChatMessage` roles the API can take, and the role each becomes."""
@@ -86,8 +77,9 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
 
     Args:
         messages: The conversation.
-        settings: ``model``, ``max_tokens``, ``stop``, ``tools``, ``tool_choice``, the `_PARAMS`
-            (``None`` means unset) and ``extra_body`` (merged over everything else).
+        settings: ``model`` and the call's resolved settings (``None`` means unset): each
+            goes to the body under its wire name, ``tools`` and ``tool_choice`` converted to
+            Anthropic's form, and ``extra_body`` merged over everything else.
 
     Raises:
         InvalidInputError: A system message after the conversation started, or a
@@ -119,13 +111,7 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
     if system:
         plain = all(block.keys() == {"type", "text"} for block in system)
         body["system"] = "\n\n".join(b["text"] for b in system) if plain else system
-    stop = settings.get("stop")
-    if stop is not None:
-        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    for name in _PARAMS:
-        value = settings.get(name)
-        if value is not None:
-            body[name] = value
+    copy_settings(body, settings, ChatAnthropic.settings_spec.wire)
     if settings.get("tools"):
         body["tools"] = [_tool_to_wire(tool) for tool in settings["tools"]]
     if settings.get("tool_choice") is not None:
@@ -353,19 +339,31 @@ _USAGE_KEYS = (
 class _StreamState:
     """What one response has shown so far: open tool blocks, the usage, and how it ended."""
 
-    __slots__ = ("finished", "stopped", "tools", "usage")
+    __slots__ = ("done", "finished", "tools", "usage")
 
     def __init__(self) -> None:
         self.finished = False
         """A ``message_delta`` gave the stop reason."""
-        self.stopped = False
+        self.done = False
         """``message_stop`` arrived."""
         self.tools: dict[int, str | None] = {}
         """Open ``tool_use`` blocks by index: their start input as JSON until a fragment came."""
         self.usage: dict[str, int] = {}
 
-    def feed(self, data: Any) -> Sequence[AIMessageChunk]:
-        """The chunks of one decoded event."""
+    def feed(self, event: Event) -> Sequence[AIMessageChunk]:
+        """The chunks of one SSE event."""
+        if not event.data:
+            return ()
+        data = loads(event.data)
+        if event.event == "error":
+            # The event's name decides, not its data's shape: servers that speak this API
+            # send ``{"code": 500, "message": ..., "type": "server_error"}`` as well (§2.5).
+            error = data.get("error", data) if isinstance(data, dict) else data
+            raise ErrorEvent(error)
+        return self.feed_value(data)
+
+    def feed_value(self, data: Any) -> Sequence[AIMessageChunk]:
+        """The chunks of one decoded event object."""
         if type(data) is not dict:
             return ()
         chunk = _to_chunk(data)
@@ -393,7 +391,7 @@ class _StreamState:
             found[:0] = self._close_tools(list(self.tools))
             self.finished = self.finished or chunk is not None
         elif kind == "message_stop":
-            self.stopped = True
+            self.done = True
         return found
 
     def _close_tools(self, indexes: list[Any]) -> list[AIMessageChunk]:
@@ -415,27 +413,28 @@ class _StreamState:
 
     def check_end(self) -> None:
         """Raise unless the stream ended normally: after a stop reason or ``message_stop``."""
-        if not (self.finished or self.stopped):
+        if not (self.finished or self.done):
             raise StreamInterruptedError(
                 "the stream ended before the model finished (no stop_reason and no "
                 "message_stop): the response was cut short"
             )
 
-    def usage_chunk(self) -> AIMessageChunk | None:
-        """The usage of the whole response, to be streamed once, at the end."""
+    def final_chunks(self) -> Sequence[AIMessageChunk]:
+        """The usage of the whole response, streamed once, at the end."""
         if not self.usage:
-            return None
+            return ()
         usage = self.usage
         cache_read = usage.get("cache_read_input_tokens", 0)
         cache_creation = usage.get("cache_creation_input_tokens", 0)
         details = {"cache_read": cache_read, "cache_creation": cache_creation}
-        return AIMessageChunk(
+        usage_chunk = AIMessageChunk(
             usage_metadata=usage_metadata(
                 usage.get("input_tokens", 0) + cache_read + cache_creation,
                 usage.get("output_tokens", 0),
                 input_details={name: count for name, count in details.items() if count},
             )
         )
+        return (usage_chunk,)
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -463,19 +462,6 @@ class ChatAnthropic(BaseChatModel):
         'Hi!'
     """
 
-    call_params: ClassVar[frozenset[str]] = frozenset(
-        {
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "top_k",
-            "tools",
-            "tool_choice",
-            "thinking",
-            "extra_body",
-        }
-    )
-
     model: str = "claude-sonnet-4-5"
     """The model to call."""
     api_key: SecretStr | None = Field(default_factory=lambda: env_secret("ANTHROPIC_API_KEY"))
@@ -486,31 +472,32 @@ class ChatAnthropic(BaseChatModel):
     """The API root, without ``/v1``; default: ``ANTHROPIC_BASE_URL``, else Anthropic's."""
     anthropic_version: str = "2023-06-01"
     """The ``anthropic-version`` header (the API version)."""
-    max_tokens: int = Field(default=1024, ge=0)
+    max_tokens: Annotated[int, PerCall(), Field(ge=1)] = 1024
     """Most tokens to generate; the API requires it (with thinking, above the budget)."""
-    temperature: float | None = None
+    temperature: Annotated[float | None, PerCall()] = None
     """Sampling temperature, 0 to 1."""
-    top_p: float | None = None
+    top_p: Annotated[float | None, PerCall()] = None
     """Nucleus sampling mass."""
-    top_k: int | None = None
+    top_k: Annotated[int | None, PerCall()] = None
     """Sample from the ``top_k`` likeliest tokens only."""
-    stop: list[str] | str | None = None
-    """Stop sequences used when a call gives none (sent as ``stop_sequences``)."""
-    tools: list[dict[str, Any]] | None = None
+    stop: Annotated[Stop, PerCall("stop_sequences")] = None
+    """Stop sequences (a string is one; sent as ``stop_sequences``); a call's replace them."""
+    tools: Annotated[list[dict[str, Any]] | None, PerCall(converted=True)] = None
     """Tools in Anthropic's format (``name``, ``description``, ``input_schema``) or OpenAI's."""
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Annotated[str | dict[str, Any] | None, PerCall(converted=True)] = None
     """``"auto"``, ``"any"``, ``"none"``, a tool's name, or the API's dict."""
-    thinking: dict[str, Any] | None = None
+    thinking: Annotated[dict[str, Any] | None, PerCall()] = None
     """Extended thinking, e.g. ``{"type": "enabled", "budget_tokens": 2048}``."""
-    timeout: Timeout = Field(default_factory=Timeout)
-    """Connect, idle (headers and between chunks) and total limits, in seconds."""
+    timeout: TimeoutSetting = Field(default_factory=Timeout)
+    """Connect, idle (headers and between chunks) and total limits, in seconds; a number is
+    a total limit (``timeout=30``)."""
     max_retries: int = Field(default=2, ge=0)
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx, 529)."""
     max_connections: int = Field(default=100, ge=1)
     """Connection pool size per event loop."""
     default_headers: dict[str, str] = Field(default_factory=dict)
     """Headers added to every request (``anthropic-beta``, ...)."""
-    extra_body: dict[str, Any] | None = None
+    extra_body: Annotated[dict[str, Any] | None, PerCall(converted=True)] = None
     """Fields merged into the request body last (``metadata``, ``service_tier``, ...)."""
 
     _client: HTTPClient = PrivateAttr()
@@ -542,31 +529,19 @@ class ChatAnthropic(BaseChatModel):
 
     @override
     async def _astream(
-        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
         headers, secrets = self._headers()
-        settings = {name: getattr(self, name) for name in self.call_params}
-        settings.update(params, model=self.model, stop=self.stop if stop is None else stop)
-        payload = _to_wire(messages, settings)
-        url = self.base_url.rstrip("/") + "/v1/messages"
-        state = _StreamState()
-        stream = self._client.open_stream(
-            url, json=payload, headers=headers, decoder=SSEDecoder(), secrets=secrets
+        request = Request(
+            self.base_url.rstrip("/") + "/v1/messages",
+            _to_wire(messages, {**settings, "stop": stop, "model": self.model}),
+            headers,
+            secrets,
         )
-        async with stream as events:
-            with _map_errors():
-                async for event in events:
-                    if event.data:
-                        for chunk in state.feed(loads(event.data)):
-                            yield chunk
-                        if state.stopped:
-                            break
-            state.check_end()
-            if state.stopped:
-                await events.drain()
-        usage = state.usage_chunk()
-        if usage is not None:
-            yield usage
+        chunks = stream_chunks(self._client, request, SSEDecoder(), _StreamState())
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     @override
     async def _aclose(self) -> None:

@@ -6,9 +6,8 @@ and an error injected after some chunks, through the same paths as a real provid
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar, final
+from typing import Annotated, Any, final
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -16,29 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from .._compat import override
 from ..messages import AIMessageChunk, BaseMessage, ToolCallChunk, UsageMetadata
 from ..model import BaseChatModel
+from ..settings import PerCall
+from ._scripted import CommonSettings, cut, split_tokens
 
 __all__ = ["FakeChatModel", "FakeResponse", "split_tokens"]
-
-_TOKEN = re.compile(r"\s*\S+|\s+")
-
-
-def split_tokens(text: str) -> list[str]:
-    """Split text into word-like pieces that keep their leading spaces (``" world"``)."""
-    return _TOKEN.findall(text)
-
-
-def _until_stop(pieces: list[str], stop: list[str] | None) -> list[str]:
-    text = "".join(pieces)
-    cut = min((i for i in (text.find(s) for s in stop or ()) if i >= 0), default=-1)
-    if cut < 0:
-        return pieces
-    kept: list[str] = []
-    for piece in pieces:
-        room = cut - sum(map(len, kept))
-        if room <= 0:
-            break
-        kept.append(piece[:room])
-    return kept
 
 
 @final
@@ -68,8 +48,12 @@ class FakeResponse(BaseModel):
 
 
 @final
-class FakeChatModel(BaseChatModel):
+class FakeChatModel(BaseChatModel, CommonSettings):
     """Streams scripted answers in turn (cycling), with no network.
+
+    It takes the common per-call settings (``temperature``, ``max_tokens``, ``stop``,
+    ``tools``, ...) and records them in each run's ``invocation_params``; ``stop`` and
+    ``max_tokens`` cut the scripted answer as a real model's would be cut.
 
     Example:
         >>> model = FakeChatModel(responses=["Hello there!"])
@@ -77,14 +61,12 @@ class FakeChatModel(BaseChatModel):
         'Hello there!'
     """
 
-    call_params: ClassVar[frozenset[str]] = frozenset({"delay"})
-
     responses: Sequence[str | FakeResponse] = ()
     """The answers, used in turn (wrapping around) when ``answers`` has none for the question."""
     answers: Mapping[str, str | FakeResponse] = Field(default_factory=dict)
     """Answers by the text of the last input message; unlike ``responses``, these do not depend
     on the order in which concurrent calls start."""
-    delay: float = 0.0
+    delay: Annotated[float, PerCall(), Field(ge=0)] = 0.0
     """Seconds to sleep before each chunk."""
     model: str = "fake-chat-model"
     """Reported as ``model_name``."""
@@ -104,11 +86,13 @@ class FakeChatModel(BaseChatModel):
 
     @override
     async def _astream(
-        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
         response = self._next_response(messages)
-        delay = params.get("delay", self.delay)
-        pieces = _until_stop(response.pieces(), stop)
+        delay = settings["delay"]
+        pieces, finish_reason = cut(
+            response.pieces(), stop, settings["max_tokens"], response.finish_reason
+        )
         chunks = [AIMessageChunk(piece) for piece in pieces]
         chunks += [
             AIMessageChunk(tool_call_chunks=[fragment]) for fragment in response.tool_call_chunks
@@ -128,6 +112,6 @@ class FakeChatModel(BaseChatModel):
             total_tokens=input_tokens + len(pieces),
         )
         yield AIMessageChunk(
-            response_metadata={"finish_reason": response.finish_reason, "model_name": self.model},
+            response_metadata={"finish_reason": finish_reason, "model_name": self.model},
             usage_metadata=usage,
         )

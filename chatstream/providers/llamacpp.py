@@ -16,16 +16,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, final
+from typing import TYPE_CHECKING, Annotated, Any, final
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+from pydantic import Field
 
 from .._compat import override
 from ..errors import ChatStreamError, InvalidInputError
 from ..messages import AIMessageChunk, BaseMessage, ChatMessage, UsageMetadata
 from ..model import BaseChatModel
+from ..settings import PerCall, Stop
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -282,23 +284,19 @@ class ChatLlamaCpp(BaseChatModel):
         print(model.invoke("What is the purpose of model regularization?").content)
     """
 
-    call_params: ClassVar[frozenset[str]] = frozenset(
-        {"temperature", "top_p", "top_k", "max_tokens", "seed"}
-    )
-
     model_path: str | None = None
     """The GGUF file; the default is SmolLM2-135M-Instruct."""
-    temperature: float = 0.8
+    temperature: Annotated[float, PerCall(), Field(ge=0)] = 0.8
     """Sampling temperature; 0 picks the most likely token every time."""
-    top_p: float = 0.95
+    top_p: Annotated[float, PerCall()] = 0.95
     """Nucleus sampling."""
-    top_k: int = 40
+    top_k: Annotated[int, PerCall()] = 40
     """Sample among the k most likely tokens."""
-    max_tokens: int | None = 256
+    max_tokens: Annotated[int | None, PerCall(), Field(ge=1)] = 256
     """Longest answer in tokens (``None``: until the context is full)."""
-    stop: list[str] | None = None
-    """Stop sequences, added to those given per call."""
-    seed: int | None = None
+    stop: Annotated[Stop, PerCall()] = None
+    """Stop sequences (a string is one); a call's ``stop`` replaces them."""
+    seed: Annotated[int | None, PerCall()] = None
     """Seed for sampling, for repeatable answers."""
     n_ctx: int = 2048
     """Context size in tokens."""
@@ -322,12 +320,11 @@ class ChatLlamaCpp(BaseChatModel):
 
     @override
     async def _astream(
-        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
         if importlib.util.find_spec("llama_cpp") is None:
             raise ChatStreamError(f"llama-cpp-python is not installed; {_INSTALL}")
         loaded = await self._loaded_model()
-        settings = {name: params.get(name, getattr(self, name)) for name in self.call_params}
         send, receive = anyio.create_memory_object_stream[str | _Finish | BaseException](16)
         stopping = threading.Event()
         worker = threading.Thread(
@@ -336,7 +333,7 @@ class ChatLlamaCpp(BaseChatModel):
                 loaded,
                 _to_wire(messages),
                 settings,
-                [*(self.stop or ()), *(stop or ())],
+                stop or [],
                 stopping,
                 send,
                 anyio.lowlevel.current_token(),

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, final
 from .._compat import override
 from ..messages import AIMessageChunk, BaseMessage, UsageMetadata
 from ..model import BaseChatModel
-from .fake import split_tokens
+from ._scripted import CommonSettings, cut, split_tokens
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -27,10 +27,11 @@ _HOW_TO = (
 
 
 @final
-class ChatOffline(BaseChatModel):
+class ChatOffline(BaseChatModel, CommonSettings):
     """A placeholder that streams a fixed, clearly labelled reply naming the question.
 
-    Usage counts words, not model tokens, since there is no model.
+    It takes the common per-call settings like every provider (``stop`` and ``max_tokens``
+    cut the reply). Usage counts words, not model tokens, since there is no model.
     """
 
     @property
@@ -41,19 +42,19 @@ class ChatOffline(BaseChatModel):
 
     @override
     async def _astream(
-        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
         question = messages[-1].text if messages else ""
         reply = (
             f"[offline placeholder, not a language model] No model is configured, so nothing "
             f"can answer {question!r}. {_HOW_TO}"
         )
-        pieces = split_tokens(reply)
+        pieces, finish_reason = cut(split_tokens(reply), stop, settings["max_tokens"], "stop")
         for piece in pieces:
             yield AIMessageChunk(piece)
         input_words = sum(len(split_tokens(message.text)) for message in messages)
         yield AIMessageChunk(
-            response_metadata={"finish_reason": "stop", "model_name": OFFLINE_MODEL_NAME},
+            response_metadata={"finish_reason": finish_reason, "model_name": OFFLINE_MODEL_NAME},
             usage_metadata=UsageMetadata(
                 input_tokens=input_words,
                 output_tokens=len(pieces),

@@ -7,8 +7,9 @@ line stream and its final ``done`` line in 3.2, tool calls in 3.3, errors in 3.4
 from __future__ import annotations
 
 import os
+from contextlib import aclosing
 from secrets import token_hex
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, final
+from typing import TYPE_CHECKING, Annotated, Any, Literal, final
 
 from pydantic import Field, PrivateAttr, SecretStr
 
@@ -25,21 +26,22 @@ from ..messages import (
     ToolMessage,
 )
 from ..model import BaseChatModel
+from ..settings import PerCall, Stop
 from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.ndjson import NDJSONDecoder
 from ._chunks import new_chunk
 from ._common import (
     ErrorEvent,
+    TimeoutSetting,
     dump_arguments,
     http_client,
-    map_stream_errors,
     thinking_block,
     usage_metadata,
 )
+from ._http import Request, copy_settings, stream_chunks
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
-    from contextlib import AbstractContextManager
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 __all__ = ["ChatOllama", "Timeout"]
 
@@ -53,30 +55,7 @@ _THINKING_INDEX = 0
 """Ollama streams one thinking text per answer, before the content: one block, index 0."""
 
 
-def _map_errors() -> AbstractContextManager[None]:
-    """Translate what goes wrong inside an Ollama line stream into chatstream errors.
-
-    An ``{"error": ...}`` before any output comes with its HTTP status, mapped by the transport
-    (404 ``model 'x' not found`` → `NotFoundError`, ...). After output the status is already
-    200, so the last line carries it: that becomes a `ServerError`. Lines that are not JSON are
-    reported by the decoder.
-    """
-    return map_stream_errors(PROVIDER)
-
-
 # -- request ------------------------------------------------------------------------------------
-
-_OPTIONS = (
-    ("temperature", "temperature"),
-    ("top_p", "top_p"),
-    ("seed", "seed"),
-    ("max_tokens", "num_predict"),
-    ("stop", "stop"),
-)
-"""Convenience settings and the model option each one sets."""
-
-_PARAMS = ("format", "tools", "keep_alive", "think")
-"""Settings copied to the request body under their own name when set."""
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
 """The roles a `ChatMessage` may have (the server lower-cases them)."""
@@ -87,8 +66,9 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
 
     Args:
         messages: The conversation.
-        settings: ``model``, ``options`` (model options), the convenience settings of
-            `_OPTIONS` (each overrides its option), and the `_PARAMS`; ``None`` means unset.
+        settings: ``model`` and the call's resolved settings (``None`` means unset), each
+            put at its wire path: ``options`` (model options) first, then the convenience
+            settings that set one option each (``max_tokens`` is ``options.num_predict``).
 
     Raises:
         InvalidInputError: A `ChatMessage` role Ollama has no place for, or an image given
@@ -109,17 +89,7 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
         ],
         "stream": True,
     }
-    options = dict(settings.get("options") or {})
-    for name, option in _OPTIONS:
-        value = settings.get(name)
-        if value is not None:
-            options[option] = [value] if name == "stop" and isinstance(value, str) else value
-    if options:
-        body["options"] = options
-    for name in _PARAMS:
-        value = settings.get(name)
-        if value is not None:
-            body[name] = value
+    copy_settings(body, settings, ChatOllama.settings_spec.wire)
     return body
 
 
@@ -306,13 +276,14 @@ class _StreamState:
         self.calls = 0
         self.done = False
 
-    def feed(self, line: Any) -> AIMessageChunk | None:
-        """The chunk of one decoded line."""
+    def feed(self, line: Any) -> Sequence[AIMessageChunk]:
+        """The chunks of one decoded line."""
         chunk = _to_chunk(line, calls_before=self.calls)
-        if chunk is not None:
-            self.calls += len(chunk.tool_call_chunks)
-            self.done = "done_reason" in chunk.response_metadata
-        return chunk
+        if chunk is None:
+            return ()
+        self.calls += len(chunk.tool_call_chunks)
+        self.done = "done_reason" in chunk.response_metadata
+        return (chunk,)
 
     def check_end(self) -> None:
         """Raise unless the ``done`` line came (§3.4: a stream without it is truncated)."""
@@ -320,6 +291,10 @@ class _StreamState:
             raise StreamInterruptedError(
                 "the stream ended without its done line: the response was cut short"
             )
+
+    def final_chunks(self) -> Sequence[AIMessageChunk]:
+        """Nothing: the done line itself carries the usage."""
+        return ()
 
 
 def _host_url(host: str) -> str:
@@ -375,20 +350,6 @@ class ChatOllama(BaseChatModel):
         'Hi!'
     """
 
-    call_params: ClassVar[frozenset[str]] = frozenset(
-        {
-            "temperature",
-            "top_p",
-            "seed",
-            "max_tokens",
-            "options",
-            "format",
-            "tools",
-            "keep_alive",
-            "think",
-        }
-    )
-
     model: str = "llama3.2"
     """The model to call (``name:tag``; the tag defaults to ``latest``)."""
     base_url: str = Field(default_factory=_default_base_url)
@@ -396,28 +357,29 @@ class ChatOllama(BaseChatModel):
     Ollama does), else ``http://localhost:11434``."""
     api_key: SecretStr | None = None
     """A bearer token, for a server behind an authenticating proxy; none by default."""
-    options: dict[str, Any] | None = None
+    options: Annotated[dict[str, Any] | None, PerCall()] = None
     """Model options (``num_ctx``, ``top_k``, ``repeat_penalty``, ...)."""
-    temperature: float | None = None
+    temperature: Annotated[float | None, PerCall("options.temperature")] = None
     """Sampling temperature (the ``temperature`` option)."""
-    top_p: float | None = None
+    top_p: Annotated[float | None, PerCall("options.top_p")] = None
     """Nucleus sampling mass (the ``top_p`` option)."""
-    seed: int | None = None
+    seed: Annotated[int | None, PerCall("options.seed")] = None
     """Sampling seed (the ``seed`` option)."""
-    max_tokens: int | None = None
+    max_tokens: Annotated[int | None, PerCall("options.num_predict")] = None
     """Most tokens to generate (the ``num_predict`` option)."""
-    stop: list[str] | str | None = None
-    """Stop sequences used when a call gives none (the ``stop`` option)."""
-    format: Literal["json"] | dict[str, Any] | None = None
+    stop: Annotated[Stop, PerCall("options.stop")] = None
+    """Stop sequences (a string is one; the ``stop`` option); a call's replace them."""
+    format: Annotated[Literal["json"] | dict[str, Any] | None, PerCall()] = None
     """``"json"``, or a JSON schema the answer must follow."""
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]] | None, PerCall()] = None
     """Tools in OpenAI's format (``{"type": "function", "function": {...}}``)."""
-    keep_alive: str | float | None = None
+    keep_alive: Annotated[str | float | None, PerCall()] = None
     """How long the model stays loaded after the call (``"5m"``, seconds; 0 unloads)."""
-    think: bool | Literal["low", "medium", "high", "max"] | None = None
+    think: Annotated[bool | Literal["low", "medium", "high", "max"] | None, PerCall()] = None
     """Whether (or how hard) a thinking model thinks; ``None`` leaves the model's default."""
-    timeout: Timeout = Field(default_factory=Timeout)
-    """Connect, idle (headers and between lines) and total limits, in seconds."""
+    timeout: TimeoutSetting = Field(default_factory=Timeout)
+    """Connect, idle (headers and between lines) and total limits, in seconds; a number is a
+    total limit (``timeout=30``)."""
     max_retries: int = Field(default=2, ge=0)
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx)."""
     max_connections: int = Field(default=100, ge=1)
@@ -446,27 +408,19 @@ class ChatOllama(BaseChatModel):
 
     @override
     async def _astream(
-        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
         headers, secrets = self._headers()
-        settings = {name: getattr(self, name) for name in self.call_params}
-        settings.update(params, model=self.model, stop=self.stop if stop is None else stop)
-        payload = _to_wire(messages, settings)
-        url = self.base_url.rstrip("/") + "/api/chat"
-        state = _StreamState()
-        stream = self._client.open_stream(
-            url, json=payload, headers=headers, decoder=NDJSONDecoder(), secrets=secrets
+        request = Request(
+            self.base_url.rstrip("/") + "/api/chat",
+            _to_wire(messages, {**settings, "stop": stop, "model": self.model}),
+            headers,
+            secrets,
         )
-        async with stream as lines:
-            with _map_errors():
-                async for line in lines:
-                    chunk = state.feed(line)
-                    if chunk is not None:
-                        yield chunk
-                        if state.done:
-                            break
-            state.check_end()
-            await lines.drain()
+        chunks = stream_chunks(self._client, request, NDJSONDecoder(), _StreamState())
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
     @override
     async def _aclose(self) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, final
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Annotated, Any, final
 
 from pydantic import Field, PrivateAttr, SecretStr
 
 from .._compat import override
 from ..errors import BadRequestError, StreamInterruptedError
 from ..messages import (
+    CHOICE_INDEX,
     AIMessage,
     AIMessageChunk,
     BaseMessage,
@@ -27,24 +29,26 @@ from ..messages import (
     UsageMetadata,
 )
 from ..model import BaseChatModel
-from ..runs import CHOICE_INDEX
+from ..settings import PerCall, Stop
 from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.sse import SSEDecoder
 from ._chunks import new_chunk
 from ._common import (
     ErrorEvent,
+    TimeoutSetting,
     dump_arguments,
     env_secret,
     http_client,
     loads,
-    map_stream_errors,
     require_key,
     usage_metadata,
 )
+from ._http import Request, copy_settings, stream_chunks
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
-    from contextlib import AbstractContextManager
+
+    from ..transport.sse import Event
 
 __all__ = ["ChatOpenAI", "Timeout"]
 
@@ -52,30 +56,7 @@ PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-def _map_errors() -> AbstractContextManager[None]:
-    """Translate what goes wrong inside an OpenAI event stream into chatstream errors.
-
-    HTTP statuses are mapped by the transport; this covers the 200 stream: an ``error`` object
-    where a chunk was expected (its ``type`` or ``code`` picks the class), and a data event
-    that is not JSON.
-    """
-    return map_stream_errors(PROVIDER)
-
-
 # -- request ------------------------------------------------------------------------------------
-
-_PARAMS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "stop",
-    "n",
-    "seed",
-    "response_format",
-    "tools",
-    "tool_choice",
-)
-"""Settings copied to the request body under their own name when set."""
 
 
 def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,8 +64,9 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
 
     Args:
         messages: The conversation.
-        settings: ``model``, the `_PARAMS` (``None`` means unset), ``stream_usage`` (ask for
-            the usage chunk) and ``extra_body`` (merged over everything else).
+        settings: ``model``, ``stream_usage`` (ask for the usage chunk) and the call's
+            resolved settings (``None`` means unset): each goes to the body under its wire
+            name, and ``extra_body`` is merged over everything else.
     """
     body: dict[str, Any] = {
         "model": settings["model"],
@@ -93,10 +75,7 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
     }
     if settings.get("stream_usage"):
         body["stream_options"] = {"include_usage": True}
-    for name in _PARAMS:
-        value = settings.get(name)
-        if value is not None:
-            body[name] = value
+    copy_settings(body, settings, ChatOpenAI.settings_spec.wire)
     body.update(settings.get("extra_body") or {})
     return body
 
@@ -305,27 +284,50 @@ def _refuses_stream_options(error: BadRequestError) -> bool:
     return "stream_options" in f"{error.message} {error.body or ''}"
 
 
+def _add_choice_usage(total: UsageMetadata | None, usage: UsageMetadata) -> UsageMetadata:
+    """Usage reported per choice (one usage-only chunk each): the prompt once, outputs summed."""
+    if total is None:
+        return usage
+    input_tokens = max(total["input_tokens"], usage["input_tokens"])
+    output_tokens = total["output_tokens"] + usage["output_tokens"]
+    return usage_metadata(input_tokens, output_tokens)
+
+
 @final
 class _StreamState:
-    """What one response has shown so far: whether it finished, and its latest usage."""
+    """What one response has shown so far: whether it finished, and its usage."""
 
-    __slots__ = ("done", "finished", "n", "started", "usage")
+    __slots__ = ("done", "finished", "n", "usage")
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.started = False
         self.done = False
         self.finished = False
         self.usage: UsageMetadata | None = None
 
-    def feed(self, data: Any) -> Sequence[AIMessageChunk]:
+    def feed(self, event: Event) -> Sequence[AIMessageChunk]:
+        """The chunks of one SSE event; ``[DONE]`` ends the stream."""
+        data = event.data
+        if data.startswith("[DONE]"):
+            self.done = True
+            return ()
+        if not data:  # a bare ``data:`` line has none (protocols.md §4.2)
+            return ()
+        return self.feed_value(loads(data))
+
+    def feed_value(self, data: Any) -> Sequence[AIMessageChunk]:
         """The chunks of one decoded object; its usage is kept for the end, not streamed."""
         if type(data) is not dict:
             return ()  # not a chunk object: nothing we know how to read
-        if data.get("usage") or "x_groq" in data:
-            # Servers that repeat usage on every chunk (vLLM) send running totals: keep the last.
-            self.usage = _usage(data) or self.usage
         choices = data.get("choices")
+        if data.get("usage") or "x_groq" in data:
+            usage = _usage(data)
+            if usage is not None and not choices and self.n > 1:
+                # One usage-only chunk per choice (some servers do this for n > 1): add up.
+                self.usage = _add_choice_usage(self.usage, usage)
+            else:
+                # Servers that repeat usage on every chunk (vLLM) send running totals.
+                self.usage = usage or self.usage
         if choices and len(choices) > 1:
             chunks = [_to_chunk(event, n=self.n) for event in _split_choices(data)]
             found = [chunk for chunk in chunks if chunk is not None]
@@ -350,6 +352,10 @@ class _StreamState:
             else "no [DONE] and no finish_reason: the response was cut short"
         )
         raise StreamInterruptedError(f"the stream ended before the model finished ({why})")
+
+    def final_chunks(self) -> Sequence[AIMessageChunk]:
+        """The usage, once, after the whole response."""
+        return () if self.usage is None else (AIMessageChunk(usage_metadata=self.usage),)
 
 
 @final
@@ -384,59 +390,48 @@ class ChatOpenAI(BaseChatModel):
         'Hi!'
     """
 
-    call_params: ClassVar[frozenset[str]] = frozenset(
-        {
-            "temperature",
-            "top_p",
-            "max_tokens",
-            "n",
-            "seed",
-            "response_format",
-            "tools",
-            "tool_choice",
-            "extra_body",
-        }
-    )
-
     model: str = "gpt-4o-mini"
     """The model to call."""
     api_key: SecretStr | None = Field(default_factory=lambda: env_secret("OPENAI_API_KEY"))
-    """The API key; default: the ``OPENAI_API_KEY`` environment variable. Never shown."""
+    """The API key; default: the ``OPENAI_API_KEY`` environment variable. Never shown. A
+    server other than OpenAI's may need none (vLLM, llama.cpp, LM Studio): then no
+    ``Authorization`` header is sent."""
     base_url: str = Field(
         default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     )
     """The API root (``.../v1``); default: ``OPENAI_BASE_URL``, else OpenAI's."""
     organization: str | None = Field(default_factory=lambda: os.environ.get("OPENAI_ORG_ID"))
     """Sent as ``OpenAI-Organization``; default: ``OPENAI_ORG_ID``."""
-    temperature: float | None = None
+    temperature: Annotated[float | None, PerCall()] = None
     """Sampling temperature, 0 to 2."""
-    top_p: float | None = None
+    top_p: Annotated[float | None, PerCall()] = None
     """Nucleus sampling mass."""
-    max_tokens: int | None = None
+    max_tokens: Annotated[int | None, PerCall(), Field(ge=1)] = None
     """Most tokens to generate (sent as ``max_tokens``, which compatible servers understand;
     reasoning models want ``extra_body={"max_completion_tokens": ...}``)."""
-    stop: list[str] | str | None = None
-    """Stop sequences used when a call gives none."""
-    n: int | None = None
+    stop: Annotated[Stop, PerCall()] = None
+    """Stop sequences (a string is one); a call's ``stop`` replaces them."""
+    n: Annotated[int | None, PerCall(), Field(ge=1)] = None
     """How many choices to generate; ``generate`` returns one generation per choice."""
-    seed: int | None = None
+    seed: Annotated[int | None, PerCall()] = None
     """Best-effort deterministic sampling."""
-    response_format: dict[str, Any] | None = None
+    response_format: Annotated[dict[str, Any] | None, PerCall()] = None
     """``{"type": "json_object"}`` or a ``json_schema`` format."""
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]] | None, PerCall()] = None
     """Tools in OpenAI's format (``{"type": "function", "function": {...}}``)."""
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Annotated[str | dict[str, Any] | None, PerCall()] = None
     """``"auto"``, ``"none"``, ``"required"`` or a named function."""
-    timeout: Timeout = Field(default_factory=Timeout)
-    """Connect, idle (headers and between chunks) and total limits, in seconds."""
+    extra_body: Annotated[dict[str, Any] | None, PerCall(converted=True)] = None
+    """Fields merged into the request body last (provider extensions)."""
+    timeout: TimeoutSetting = Field(default_factory=Timeout)
+    """Connect, idle (headers and between chunks) and total limits, in seconds; a number is
+    a total limit (``timeout=30``)."""
     max_retries: int = Field(default=2, ge=0)
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx)."""
     max_connections: int = Field(default=100, ge=1)
     """Connection pool size per event loop."""
     default_headers: dict[str, str] = Field(default_factory=dict)
     """Headers added to every request."""
-    extra_body: dict[str, Any] | None = None
-    """Fields merged into the request body last (provider extensions)."""
     stream_usage: bool = True
     """Ask for the usage chunk (``stream_options.include_usage``). A server that refuses the
     option is asked again without it, and never again by this model."""
@@ -454,70 +449,54 @@ class ChatOpenAI(BaseChatModel):
         return self._state.client.stats()
 
     def _headers(self) -> tuple[dict[str, str], tuple[str, ...]]:
-        key = require_key(
-            self.api_key,
-            provider=PROVIDER,
-            hint="no OpenAI API key: set the OPENAI_API_KEY environment variable or pass "
-            "ChatOpenAI(api_key=...) (a keyless local server accepts any placeholder)",
-        )
-        headers = {
-            "Authorization": f"Bearer {key}",
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream",
-        }
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        key = self.api_key.get_secret_value() if self.api_key is not None else ""
+        if key or self.base_url.rstrip("/") == DEFAULT_BASE_URL:
+            key = require_key(
+                self.api_key,
+                provider=PROVIDER,
+                hint="no OpenAI API key: set the OPENAI_API_KEY environment variable or pass "
+                "ChatOpenAI(api_key=...) (a local server at base_url needs none)",
+            )
+            headers["Authorization"] = f"Bearer {key}"
         if self.organization:
             headers["OpenAI-Organization"] = self.organization
         headers.update(self.default_headers)
-        return headers, (key,)
+        return headers, (key,) if key else ()
 
     @override
     async def _astream(
-        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
         headers, secrets = self._headers()
         state = self._state
-        settings = {name: getattr(self, name) for name in (*_PARAMS, "extra_body")}
-        settings.update(params, model=self.model)
-        if stop is not None:
-            settings["stop"] = stop
-        settings["stream_usage"] = self.stream_usage and not state.stream_options_refused
-        payload = _to_wire(messages, settings)
-        url = self.base_url.rstrip("/") + "/chat/completions"
+        ask_usage = self.stream_usage and not state.stream_options_refused
+        payload = _to_wire(
+            messages, {**settings, "stop": stop, "model": self.model, "stream_usage": ask_usage}
+        )
+        request = Request(
+            self.base_url.rstrip("/") + "/chat/completions", payload, headers, secrets
+        )
         while True:
-            response = _StreamState(settings.get("n") or 1)
+            response = _StreamState(settings["n"] or 1)
+            started = False
+            chunks = stream_chunks(
+                state.client, request, SSEDecoder(), response, on_json_body=response.feed_value
+            )
             try:
-                stream = state.client.open_stream(
-                    url, json=payload, headers=headers, decoder=SSEDecoder(), secrets=secrets
-                )
-                async with stream as events:
-                    response.started = True
-                    with _map_errors():
-                        if events.content_type.endswith("json"):
-                            # The server ignored ``stream: true`` and answered in one piece.
-                            for chunk in response.feed(json.loads(await events.read())):
-                                yield chunk
-                        else:
-                            async for event in events:
-                                data = event.data
-                                if data.startswith("[DONE]"):
-                                    response.done = True
-                                    break
-                                if data:  # a bare ``data:`` line has none (protocols.md §4.2)
-                                    for chunk in response.feed(loads(data)):
-                                        yield chunk
-                    response.check_end()
-                    if response.done:
-                        await events.drain()
-                if response.usage is not None:
-                    yield AIMessageChunk(usage_metadata=response.usage)
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        started = True
+                        yield chunk
                 return
             except BadRequestError as exc:
-                if response.started or "stream_options" not in payload:
+                if started or "stream_options" not in request.payload:
                     raise
                 if not _refuses_stream_options(exc):
                     raise
                 state.stream_options_refused = True
                 payload = {key: value for key, value in payload.items() if key != "stream_options"}
+                request = Request(request.url, payload, headers, secrets)
 
     @override
     async def _aclose(self) -> None:

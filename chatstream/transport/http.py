@@ -1,4 +1,4 @@
-"""The HTTP client providers use: `HTTPClient.open_stream` for streamed bodies, `request_json`.
+"""The HTTP client providers use: `HTTPClient.open_stream` for streamed bodies.
 
 Retries, timeouts, error mapping and releasing connections all happen here, once. Nothing
 above this module sees an aiohttp type or exception.
@@ -20,10 +20,9 @@ from chatstream.errors import (
     APIConnectionError,
     ChatStreamError,
     ProviderError,
-    StreamProtocolError,
 )
 
-from ._errors import error_class, map_client_error, status_error
+from ._errors import error_class, map_client_error, redact, status_error
 from ._retry import RetryPolicy, parse_retry_after, should_retry_status
 from ._session import PoolStats, SessionPool, Timeout
 
@@ -41,6 +40,7 @@ __all__ = [
     "RetryPolicy",
     "Timeout",
     "error_class",
+    "redact",
 ]
 
 logger = logging.getLogger("chatstream.transport")
@@ -123,36 +123,6 @@ class HTTPClient:
             StreamInterruptedError: The body broke off while being read.
         """
         return ResponseStream(self, url, _encode(json), headers, decoder, secrets)
-
-    async def request_json(
-        self,
-        method: str,
-        url: str,
-        *,
-        json: Any = None,
-        headers: Mapping[str, str] | None = None,
-        secrets: Iterable[str] = (),
-    ) -> Any:
-        """Send one request and return its JSON response body, with the same retries and errors.
-
-        Raises:
-            ProviderError: The server answered with an error status.
-            APIConnectionError: The server could not be reached or the body broke off.
-            StreamProtocolError: The body was not JSON.
-        """
-        body = None if json is None else _encode(json)
-        response = await self._send(method, url, body, headers or {}, tuple(secrets))
-        try:
-            raw = await response.read()
-        except _CLIENT_ERRORS as exc:
-            raise map_client_error(exc, in_body=True, url=url) from exc
-        finally:
-            response.release()
-        try:
-            return _json.loads(raw)
-        except ValueError as exc:
-            text = raw[:200].decode("utf-8", "replace")
-            raise StreamProtocolError(f"the response from {url} is not JSON", line=text) from exc
 
     def stats(self) -> PoolStats:
         """Connection counts of the running loop's pool (for tests and diagnostics)."""
@@ -245,8 +215,6 @@ class ResponseStream(Generic[T]):
 
     Attributes:
         content_type: The response's media type (``"text/event-stream"``, ...), once entered.
-        truncated: After the end of the body: whether it stopped inside an item, i.e. the
-            server cut it short.
     """
 
     __slots__ = (
@@ -261,7 +229,6 @@ class ResponseStream(Generic[T]):
         "_secrets",
         "_url",
         "content_type",
-        "truncated",
     )
 
     def __init__(
@@ -284,7 +251,6 @@ class ResponseStream(Generic[T]):
         self._ready: deque[T] = deque()
         self._done = False
         self.content_type = ""
-        self.truncated = False
 
     async def __aenter__(self) -> Self:
         response = await self._client._send(
@@ -323,7 +289,6 @@ class ResponseStream(Generic[T]):
             else:
                 self._done = True
                 ready.extend(self._decoder.close())
-                self.truncated = bool(getattr(self._decoder, "pending", False))
         return ready.popleft()
 
     async def read(self) -> bytes:

@@ -565,7 +565,7 @@ def test_to_wire_maps_every_message_type() -> None:
         "max_tokens": 100,
         "temperature": 0.5,
         "top_p": None,
-        "stop": "\n\n",
+        "stop": ["\n\n"],
         "thinking": {"type": "enabled", "budget_tokens": 1024},
         "tools": [
             {

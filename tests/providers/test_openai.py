@@ -245,11 +245,19 @@ async def test_other_bad_requests_are_not_retried_without_stream_options() -> No
 
 async def test_missing_api_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    async with ChatOpenAI(base_url="http://127.0.0.1:9/v1") as model:
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    async with ChatOpenAI() as model:  # OpenAI's own API: a key is needed, asked before connecting
         assert model.api_key is None
         with pytest.raises(AuthenticationError, match="OPENAI_API_KEY") as caught:
             await model.ainvoke("Hi")
     assert caught.value.status is None
+
+
+async def test_a_keyless_local_server_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    async with OpenAIServer([HELLO]) as server, ChatOpenAI(base_url=server.base_url) as model:
+        assert (await model.ainvoke("Hi")).text == "Hello"
+    assert "authorization" not in server.requests[0].headers
 
 
 async def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
