@@ -4,6 +4,8 @@ Every chat model is an async generator of `AIMessageChunk`; ``ainvoke``, ``abatc
 ``agenerate`` and the sync twins are all derived from that one stream.
 """
 
+import typing as _typing
+
 from .callbacks import CallbackHandler as CallbackHandler
 from .defaults import create_chat_model as create_chat_model
 from .errors import APIConnectionError as APIConnectionError
@@ -59,6 +61,9 @@ from .runs import RunObserver as RunObserver
 from .runs import current_run as current_run
 from .streams import ChatStream as ChatStream
 from .trace import trace as trace
+
+if _typing.TYPE_CHECKING:
+    from .transport import Timeout as Timeout
 from .trace import traceable as traceable
 
 __version__ = "0.1.0"
@@ -109,6 +114,7 @@ __all__ = [
     "StreamProtocolError",
     "StringPromptValue",
     "SystemMessage",
+    "Timeout",
     "ToolCall",
     "ToolCallChunk",
     "ToolMessage",
@@ -121,3 +127,12 @@ __all__ = [
     "trace",
     "traceable",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    # Re-exported lazily: the transport loads aiohttp, which `import chatstream` must not.
+    if name == "Timeout":
+        from .transport import Timeout
+
+        return Timeout
+    raise AttributeError(f"module 'chatstream' has no attribute {name!r}")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -142,3 +143,76 @@ def test_handlers_work_through_the_sync_api() -> None:
     recorder = Recorder()
     FakeChatModel(responses=["a b"]).invoke("q", config={"callbacks": [recorder]})
     assert recorder.events == EXPECTED
+
+
+class CallsAModel(CallbackHandler):
+    """A sync handler that itself calls a model (sync) whose handlers are sync too."""
+
+    def __init__(self) -> None:
+        self.inner = FakeChatModel(responses=["inner answer"], callbacks=[Recorder()])
+        self.answers: list[str] = []
+
+    def on_llm_end(self, result: LLMResult, run: Run) -> None:
+        self.answers.append(self.inner.invoke("nested").text)
+
+
+def test_a_sync_handler_calling_a_model_does_not_deadlock() -> None:
+    handler = CallsAModel()
+    model = FakeChatModel(responses=["outer"], callbacks=[handler])
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            model.invoke("q")
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=call, daemon=True).start()
+    # A deadlock never sets the event; a working call sets it at once (the bound only ends a hang).
+    assert done.wait(timeout=30), "the call deadlocked on its own handler's nested call"
+    assert failures == []
+    assert handler.answers == ["inner answer"]
+
+
+class Blocking(CallbackHandler):
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def on_llm_new_token(self, token: str, chunk: AIMessageChunk, run: Run) -> None:
+        self.entered.set()
+        self.release.wait(timeout=30)
+
+
+async def test_a_blocked_sync_handler_of_one_call_does_not_hold_up_another() -> None:
+    blocking = Blocking()
+    quick = Recorder()
+    stuck = FakeChatModel(responses=["a b"], callbacks=[blocking])
+    other = FakeChatModel(responses=["x y"], callbacks=[quick])
+    async with anyio.create_task_group() as group:
+        group.start_soon(stuck.ainvoke, "q")
+        await anyio.to_thread.run_sync(blocking.entered.wait)
+        # The first call's handler is blocked; the second call's handlers run on a lane of
+        # their own, so it completes, with every event delivered, while the first waits.
+        assert (await other.ainvoke("q")).content == "x y"
+        assert quick.events[-1] == ("end", "x y")
+        assert not blocking.release.is_set()
+        blocking.release.set()
+    assert stuck.callbacks == [blocking]
+
+
+async def test_sync_handlers_stay_in_order_per_call_across_concurrent_calls() -> None:
+    recorders = [Recorder() for _ in range(8)]
+    models = [FakeChatModel(responses=["a b"], callbacks=[r]) for r in recorders]
+    async with anyio.create_task_group() as group:
+        for model in models:
+            group.start_soon(model.ainvoke, "q")
+    assert all(recorder.events == EXPECTED for recorder in recorders)
+    # Each lane's thread ends once its call is over (it may still be returning: wait a bit).
+    with anyio.move_on_after(10):
+        while [t for t in threading.enumerate() if t.name == "chatstream-callbacks"]:
+            await anyio.sleep(0.01)
+    assert not [t for t in threading.enumerate() if t.name == "chatstream-callbacks"]

@@ -5,12 +5,14 @@ Only rules that are the same for every provider live here; each wire format stay
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import BeforeValidator, SecretStr
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer, SecretStr
 
 from ..errors import (
     AuthenticationError,
@@ -30,13 +32,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
 __all__ = [
+    "URL",
     "ErrorEvent",
+    "Headers",
     "TimeoutSetting",
     "dump_arguments",
     "env_secret",
     "http_client",
     "loads",
     "map_stream_errors",
+    "redact_url",
+    "request_target",
     "require_key",
     "stream_error",
     "thinking_block",
@@ -203,6 +209,93 @@ def _as_timeout(value: Any) -> Any:
 
 TimeoutSetting = Annotated[Timeout, BeforeValidator(_as_timeout)]
 """The type of every model's ``timeout``: a `Timeout`, or a number of seconds for the total."""
+
+
+_REDACTED = "**********"
+"""What a secret shows as (pydantic's `SecretStr` shows the same)."""
+
+_SHORTEST_SECRET = 6
+"""Header and URL credentials shorter than this are not scrubbed from text (see below)."""
+
+_SECRET_HEADER_PARTS = ("auth", "key", "token", "secret", "cookie", "signature", "password")
+"""Words that make a header's value a secret: Authorization, x-api-key, api-key, X-Auth-Token..."""
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a credential (by its name, case-insensitively)."""
+    lowered = name.lower()
+    return any(part in lowered for part in _SECRET_HEADER_PARTS)
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` with every credential's value replaced by asterisks."""
+    return {name: _REDACTED if is_secret_header(name) else value for name, value in headers.items()}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo (``http://user:KEY@host``) replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{_REDACTED}@{host}"))
+
+
+class _HeaderDict(dict[str, str]):
+    """A headers dict whose repr hides credentials (models show their fields in reprs)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_headers(self))
+
+
+class _URLStr(str):
+    """A URL whose repr hides the password of its userinfo."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str.__repr__(redact_url(str(self)))
+
+
+Headers = Annotated[dict[str, str], AfterValidator(_HeaderDict), PlainSerializer(redact_headers)]
+"""The type of every ``default_headers``: credentials never show in a repr or a dump."""
+
+URL = Annotated[str, AfterValidator(_URLStr), PlainSerializer(redact_url)]
+"""The type of every ``base_url``: a password in it never shows in a repr or a dump."""
+
+
+def request_target(
+    base_url: str,
+    path: str,
+    headers: dict[str, str],
+    default_headers: Mapping[str, str],
+    secrets: tuple[str, ...],
+) -> tuple[str, dict[str, str], tuple[str, ...]]:
+    """The URL, headers and secrets of a request to ``base_url + path``.
+
+    The userinfo of ``base_url`` is taken out of the URL, so that no URL in an error or a log
+    carries a password; it becomes a Basic ``Authorization`` header unless the request has
+    one already (an API key). ``default_headers`` go over ``headers``; every credential's
+    value joins ``secrets``, to be scrubbed from whatever the server echoes.
+    """
+    parts = urlsplit(base_url.rstrip("/") + path)
+    found = list(secrets)
+    headers = {**headers, **default_headers}
+    if parts.username is not None or parts.password is not None:
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        if not any(name.lower() == "authorization" for name in headers):
+            headers["Authorization"] = f"Basic {token}"
+        found += [password, token]
+        parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    found += [value for name, value in headers.items() if is_secret_header(name)]
+    # The whole header value and its bare token: a server may echo either. Very short values
+    # ("1") are left alone: scrubbing them would mangle every message.
+    found += [value.split(" ", 1)[1] for value in found if " " in value]
+    kept = [item for item in found if len(item) >= _SHORTEST_SECRET or item in secrets]
+    return urlunsplit(parts), headers, tuple(dict.fromkeys(item for item in kept if item))
 
 
 class _TransportSettings(Protocol):

@@ -31,11 +31,14 @@ from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.sse import SSEDecoder
 from ._chunks import new_chunk
 from ._common import (
+    URL,
     ErrorEvent,
+    Headers,
     TimeoutSetting,
     env_secret,
     http_client,
     loads,
+    request_target,
     require_key,
     thinking_block,
     usage_metadata,
@@ -466,7 +469,7 @@ class ChatAnthropic(BaseChatModel):
     """The model to call."""
     api_key: SecretStr | None = Field(default_factory=lambda: env_secret("ANTHROPIC_API_KEY"))
     """The API key (sent as ``x-api-key``); default: ``ANTHROPIC_API_KEY``. Never shown."""
-    base_url: str = Field(
+    base_url: URL = Field(
         default_factory=lambda: os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
     )
     """The API root, without ``/v1``; default: ``ANTHROPIC_BASE_URL``, else Anthropic's."""
@@ -495,8 +498,8 @@ class ChatAnthropic(BaseChatModel):
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx, 529)."""
     max_connections: int = Field(default=100, ge=1)
     """Connection pool size per event loop."""
-    default_headers: dict[str, str] = Field(default_factory=dict)
-    """Headers added to every request (``anthropic-beta``, ...)."""
+    default_headers: Headers = Field(default_factory=dict)
+    """Headers added to every request (``anthropic-beta``, ...); credentials never show."""
     extra_body: Annotated[dict[str, Any] | None, PerCall(converted=True)] = None
     """Fields merged into the request body last (``metadata``, ``service_tier``, ...)."""
 
@@ -511,7 +514,7 @@ class ChatAnthropic(BaseChatModel):
         """Connection counts of this model's pool on the running event loop."""
         return self._client.stats()
 
-    def _headers(self) -> tuple[dict[str, str], tuple[str, ...]]:
+    def _target(self) -> tuple[str, dict[str, str], tuple[str, ...]]:
         key = require_key(
             self.api_key,
             provider=PROVIDER,
@@ -524,16 +527,15 @@ class ChatAnthropic(BaseChatModel):
             "Content-Type": "application/json",
             "Accept": "text/event-stream",
         }
-        headers.update(self.default_headers)
-        return headers, (key,)
+        return request_target(self.base_url, "/v1/messages", headers, self.default_headers, (key,))
 
     @override
     async def _astream(
         self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
-        headers, secrets = self._headers()
+        url, headers, secrets = self._target()
         request = Request(
-            self.base_url.rstrip("/") + "/v1/messages",
+            url,
             _to_wire(messages, {**settings, "stop": stop, "model": self.model}),
             headers,
             secrets,

@@ -31,10 +31,13 @@ from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.ndjson import NDJSONDecoder
 from ._chunks import new_chunk
 from ._common import (
+    URL,
     ErrorEvent,
+    Headers,
     TimeoutSetting,
     dump_arguments,
     http_client,
+    request_target,
     thinking_block,
     usage_metadata,
 )
@@ -352,7 +355,7 @@ class ChatOllama(BaseChatModel):
 
     model: str = "llama3.2"
     """The model to call (``name:tag``; the tag defaults to ``latest``)."""
-    base_url: str = Field(default_factory=_default_base_url)
+    base_url: URL = Field(default_factory=_default_base_url)
     """The server; default: ``OLLAMA_HOST`` (``http://`` and port 11434 added when missing, as
     Ollama does), else ``http://localhost:11434``."""
     api_key: SecretStr | None = None
@@ -384,8 +387,8 @@ class ChatOllama(BaseChatModel):
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx)."""
     max_connections: int = Field(default=100, ge=1)
     """Connection pool size per event loop."""
-    default_headers: dict[str, str] = Field(default_factory=dict)
-    """Headers added to every request."""
+    default_headers: Headers = Field(default_factory=dict)
+    """Headers added to every request (credentials among them never show in a repr)."""
 
     _client: HTTPClient = PrivateAttr()
 
@@ -398,21 +401,21 @@ class ChatOllama(BaseChatModel):
         """Connection counts of this model's pool on the running event loop."""
         return self._client.stats()
 
-    def _headers(self) -> tuple[dict[str, str], tuple[str, ...]]:
+    def _target(self) -> tuple[str, dict[str, str], tuple[str, ...]]:
         headers = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
         key = self.api_key.get_secret_value() if self.api_key is not None else ""
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        headers.update(self.default_headers)
-        return headers, (key,) if key else ()
+        secrets = (key,) if key else ()
+        return request_target(self.base_url, "/api/chat", headers, self.default_headers, secrets)
 
     @override
     async def _astream(
         self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
-        headers, secrets = self._headers()
+        url, headers, secrets = self._target()
         request = Request(
-            self.base_url.rstrip("/") + "/api/chat",
+            url,
             _to_wire(messages, {**settings, "stop": stop, "model": self.model}),
             headers,
             secrets,

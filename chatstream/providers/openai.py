@@ -34,12 +34,15 @@ from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.sse import SSEDecoder
 from ._chunks import new_chunk
 from ._common import (
+    URL,
     ErrorEvent,
+    Headers,
     TimeoutSetting,
     dump_arguments,
     env_secret,
     http_client,
     loads,
+    request_target,
     require_key,
     usage_metadata,
 )
@@ -396,7 +399,7 @@ class ChatOpenAI(BaseChatModel):
     """The API key; default: the ``OPENAI_API_KEY`` environment variable. Never shown. A
     server other than OpenAI's may need none (vLLM, llama.cpp, LM Studio): then no
     ``Authorization`` header is sent."""
-    base_url: str = Field(
+    base_url: URL = Field(
         default_factory=lambda: os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     )
     """The API root (``.../v1``); default: ``OPENAI_BASE_URL``, else OpenAI's."""
@@ -430,8 +433,8 @@ class ChatOpenAI(BaseChatModel):
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx)."""
     max_connections: int = Field(default=100, ge=1)
     """Connection pool size per event loop."""
-    default_headers: dict[str, str] = Field(default_factory=dict)
-    """Headers added to every request."""
+    default_headers: Headers = Field(default_factory=dict)
+    """Headers added to every request (credentials among them never show in a repr)."""
     stream_usage: bool = True
     """Ask for the usage chunk (``stream_options.include_usage``). A server that refuses the
     option is asked again without it, and never again by this model."""
@@ -448,7 +451,7 @@ class ChatOpenAI(BaseChatModel):
         """Connection counts of this model's pool on the running event loop."""
         return self._state.client.stats()
 
-    def _headers(self) -> tuple[dict[str, str], tuple[str, ...]]:
+    def _target(self) -> tuple[str, dict[str, str], tuple[str, ...]]:
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         key = self.api_key.get_secret_value() if self.api_key is not None else ""
         if key or self.base_url.rstrip("/") == DEFAULT_BASE_URL:
@@ -461,22 +464,22 @@ class ChatOpenAI(BaseChatModel):
             headers["Authorization"] = f"Bearer {key}"
         if self.organization:
             headers["OpenAI-Organization"] = self.organization
-        headers.update(self.default_headers)
-        return headers, (key,) if key else ()
+        secrets = (key,) if key else ()
+        return request_target(
+            self.base_url, "/chat/completions", headers, self.default_headers, secrets
+        )
 
     @override
     async def _astream(
         self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
-        headers, secrets = self._headers()
+        url, headers, secrets = self._target()
         state = self._state
         ask_usage = self.stream_usage and not state.stream_options_refused
         payload = _to_wire(
             messages, {**settings, "stop": stop, "model": self.model, "stream_usage": ask_usage}
         )
-        request = Request(
-            self.base_url.rstrip("/") + "/chat/completions", payload, headers, secrets
-        )
+        request = Request(url, payload, headers, secrets)
         while True:
             response = _StreamState(settings["n"] or 1)
             started = False

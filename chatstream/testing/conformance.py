@@ -34,6 +34,7 @@ from ._script import Faults, ScriptedReply, ScriptedToolCall
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+    from pathlib import Path
 
     from chatstream.model import BaseChatModel
 
@@ -561,6 +562,63 @@ class ChatModelConformance:
         shown.append(caplog.text)
         header = _capabilities(harness).credential_header
         assert server.requests[0].headers[header].endswith(SECRET)  # it was sent
+        for text in shown:
+            assert SECRET not in text
+            assert SECRET[8:-8] not in text
+
+    async def test_a_canary_key_reaches_no_sink(
+        self,
+        harness: ProviderHarness,
+        caplog: pytest.LogCaptureFixture,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A canary key shows in no repr, dump, error, log, run log or trace.
+
+        It is given three ways (the key, a header, URL userinfo) and echoed by the server in
+        an error event inside a 200 stream.
+        """
+        from chatstream.tracing import flush  # imported here: tracing is an optional sink
+
+        caplog.set_level(logging.DEBUG)
+        db = tmp_path / "traces.db"
+        monkeypatch.setenv("CHATSTREAM_TRACING", "true")
+        monkeypatch.setenv("CHATSTREAM_TRACE_DB", str(db))
+        echo = Faults(
+            error_event_after=2,
+            error_event={
+                "type": "server_error",
+                "message": f"bad key {SECRET} (x-custom {SECRET})",
+            },
+        )
+        async with harness.server([HELLO], echo, api_key=SECRET) as server:
+            sent = harness.model(server.base_url, SECRET)
+            userinfo = server.base_url.replace("://", f"://user:{SECRET}@", 1)
+            fields = {**sent.__dict__, "base_url": userinfo}
+            fields["default_headers"] = {"X-Custom-Token": SECRET}
+            for name in ("tags", "metadata", "callbacks"):
+                fields.pop(name)
+            async with type(sent)(**fields) as model:
+                patches: list[Any] = []
+
+                async def consume() -> None:
+                    async for patch in model.astream_log("Hi"):
+                        patches.append(patch.to_json())
+
+                with pytest.raises(ProviderError) as echoed:
+                    await consume()
+                shown = [repr(model), str(model), model.model_dump_json(), str(model.model_dump())]
+        assert any(request.headers.get("x-custom-token") == SECRET for request in server.requests)
+        error = echoed.value
+        assert error.partial is not None  # the output before the error was kept
+        shown += [str(error), repr(error), repr(error.body), repr(vars(error)), repr(patches)]
+        shown.append(caplog.text)
+        assert await anyio.to_thread.run_sync(flush)
+
+        def stored() -> list[str]:  # the database, its WAL and shared-memory files
+            return [path.read_bytes().decode("utf-8", "replace") for path in db.parent.iterdir()]
+
+        shown += await anyio.to_thread.run_sync(stored)
         for text in shown:
             assert SECRET not in text
             assert SECRET[8:-8] not in text
