@@ -21,7 +21,7 @@ import anyio.lowlevel
 from .errors import ChatStreamError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator
     from contextlib import AbstractAsyncContextManager
 
     from anyio.abc import TaskStatus
@@ -165,7 +165,7 @@ async def _stop(scope: anyio.CancelScope, receive: MemoryObjectReceiveStream[T])
 
 def iterate(
     open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterator[T]]],
-) -> Iterator[T]:
+) -> Generator[T, None, None]:
     """Iterate ``async with open_stream() as s: async for item in s`` on the bridge's loop.
 
     The whole async iteration runs in one task on the bridge's loop and hands items over a
