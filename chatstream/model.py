@@ -7,6 +7,7 @@ is recorded as one `Run` by the single loop in ``_stream_run``.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
@@ -101,6 +102,24 @@ class BaseChatModel(BaseModel, ABC):
             )
         cls.settings_spec = settings_of(cls.model_fields)
         cls.call_params = cls.settings_spec.names
+
+    # -- travelling: pickle and deepcopy ----------------------------------------------------
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        # Private attributes are per-process state (HTTP sessions of event loops, locks, the
+        # closed flag): never sent, rebuilt lazily where the model lands.
+        state["__pydantic_private__"] = None
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self.model_post_init(None)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        clone = type(self).__new__(type(self))
+        clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return clone
 
     @property
     def model_name(self) -> str:
