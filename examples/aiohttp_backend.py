@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from aiohttp import web
 from chatstream import create_chat_model
 from chatstream.defaults import PROVIDERS
 from chatstream.transport.sse import SSEDecoder
-from chatstream.web import ReplayStore, chat_handler, log_handler, resume_handler
+from chatstream.web import ReplayStore, cancel_handler, chat_handler, log_handler, resume_handler
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
@@ -40,16 +41,19 @@ def create_app(model: BaseChatModel, *, store: ReplayStore | None = None) -> web
 
     Args:
         model: The model that answers every request (tests pass a scripted one).
-        store: Where run logs are kept for resuming; a new in-memory store by default.
+        store: Where run logs are kept for resuming; a new in-memory store by default. It is
+            installed on the app (a store serves one app).
 
     Returns:
         An app to run with ``web.run_app`` or `open_site`.
     """
     store = ReplayStore() if store is None else store
     app = web.Application()
+    store.install(app)  # the runs it keeps run in its task group, started with the app
     app.router.add_post("/api/chat", chat_handler(model))
     app.router.add_post("/api/log", log_handler(model, store))
     app.router.add_get("/api/log/{run_id}", resume_handler(store))
+    app.router.add_delete("/api/log/{run_id}", cancel_handler(store))
     app.router.add_get("/", _index)
     app.router.add_static("/", WEB_CHAT)
     return app
@@ -181,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print("self-test passed")
         return 0
+    # Python installs no SIGINT handler when it starts with SIGINT ignored (a background job
+    # of a non-interactive shell, some job runners), and then Ctrl-C or `kill -INT` would not
+    # stop the server: install the usual one, which raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         anyio.run(serve, model, args.host, args.port)
     except KeyboardInterrupt:

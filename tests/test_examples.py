@@ -111,9 +111,19 @@ def test_backend_self_test_calls_each_endpoint(provider: str) -> None:
         assert len(answers) == 2 and all(line.endswith(f"end: {SCRIPTED!r}") for line in answers)
 
 
+IGNORING_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+"""Starts a Python program with SIGINT ignored, as a background job of a non-interactive shell."""
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="stops the server with SIGINT")
 def test_backend_serves_until_interrupted() -> None:
-    command = [sys.executable, str(EXAMPLES / "aiohttp_backend.py"), "--port", "0"]
+    # Started with SIGINT ignored (exec keeps that), Python installs no SIGINT handler of its
+    # own: the example must install one, or this SIGINT would not stop it.
+    script = str(EXAMPLES / "aiohttp_backend.py")
+    command = [sys.executable, "-c", IGNORING_SIGINT, script, "--port", "0"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=example_env()
     ) as process:

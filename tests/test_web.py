@@ -14,7 +14,14 @@ from aiohttp import web
 from chatstream import BaseChatModel, RateLimitError
 from chatstream.providers.fake import FakeChatModel, FakeResponse
 from chatstream.transport.sse import Event, SSEDecoder
-from chatstream.web import ReplayStore, chat_handler, log_handler, resume_handler
+from chatstream.web import (
+    RUN_ID_HEADER,
+    ReplayStore,
+    cancel_handler,
+    chat_handler,
+    log_handler,
+    resume_handler,
+)
 
 from .conftest import Tracked
 
@@ -23,9 +30,12 @@ from .conftest import Tracked
 async def serve(model: BaseChatModel, store: ReplayStore | None = None) -> AsyncIterator[str]:
     store = store or ReplayStore()
     app = web.Application()
+    store.install(app)
     app.router.add_post("/chat", chat_handler(model, max_body=2048))
     app.router.add_post("/log", log_handler(model, store))
+    app.router.add_post("/unkept-log", log_handler(model))
     app.router.add_get("/log/{run_id}", resume_handler(store))
+    app.router.add_delete("/log/{run_id}", cancel_handler(store))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -60,6 +70,7 @@ async def test_chat_streams_chunks_then_the_merged_message() -> None:
     assert [json.loads(e.data)["content"] for e in events[:2]] == ["Hello", " there"]
     end = json.loads(events[-1].data)
     assert end["message"]["content"] == "Hello there"
+    assert end["message"]["id"] == f"run-{end['run_id']}"
     assert end["usage"] == {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3}
 
 
@@ -107,6 +118,7 @@ async def test_log_stream_rebuilds_the_run_state() -> None:
     patches = [e for e in events if e.event == "patch"]
     assert [e.id for e in patches] == [str(i) for i in range(1, len(patches) + 1)]
     assert events[-1].event == "end"
+    assert json.loads(events[-1].data) == {"run_id": json.loads(patches[0].data)[0]["value"]["id"]}
     state: Any = {}
     for event in patches:
         state = jsonpatch.apply_patch(state, json.loads(event.data))
@@ -125,12 +137,20 @@ async def resume(base: str, run_id: str, last: str) -> list[Event]:
 async def test_resume_replays_the_patches_after_last_event_id() -> None:
     store = ReplayStore(max_patches=4)
     async with serve(FakeChatModel(responses=["a b c d e f"]), store) as base:
-        _, events = await post(f"{base}/log", {"input": "q"})
-        run_id = json.loads(events[0].data)[0]["value"]["id"]
-        last_seq = int(events[-2].id or 0)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{base}/log", json={"input": "q"}) as response,
+        ):
+            run_id = response.headers[RUN_ID_HEADER]
+            await events_of(response)  # all of it, or an error if it fell behind the 4 kept
+        with anyio.fail_after(5):
+            while (replay := store.get(run_id)) is None or replay.final is None:
+                await anyio.sleep(0.01)
+        last_seq = replay.patches[-1][0]
         replayed = await resume(base, run_id, str(last_seq - 2))
         assert [e.id for e in replayed[:-1]] == [str(last_seq - 1), str(last_seq)]
         assert replayed[-1].event == "end"
+        assert json.loads(replayed[-1].data) == {"run_id": run_id}
         forgotten = await resume(base, run_id, "1")  # only the last 4 patches are kept
         unknown = await resume(base, "no-such-run", "1")
         not_a_number = await resume(base, run_id, "abc")
@@ -153,7 +173,7 @@ async def test_expired_runs_are_forgotten() -> None:
     assert "expired" in json.loads(event.data)["message"]
 
 
-@pytest.mark.parametrize("path", ["/chat", "/log"])
+@pytest.mark.parametrize("path", ["/chat", "/unkept-log"])
 async def test_a_client_that_leaves_cancels_the_model_stream(tracked: Tracked, path: str) -> None:
     tracked.pieces = ["first", " second"]
     tracked.pause = 0.05

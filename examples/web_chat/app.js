@@ -61,6 +61,7 @@ const answer = document.querySelector("#answer");
 const status = document.querySelector("#status");
 
 let controller = null; // aborts the request in flight, if any
+let runId = null; // the run being streamed, named by the response's Chatstream-Run-Id header
 
 function show(state, message) {
   answer.dataset.state = state;
@@ -117,6 +118,7 @@ async function ask(text) {
       signal: controller.signal,
     });
     if (!response.ok) throw new Error(await problemOf(response));
+    runId = response.headers.get("Chatstream-Run-Id");
     const parser = new SSEParser();
     const reader = response.body.getReader();
     let ending = null; // the "end" or "error" event, which the server sends last
@@ -130,12 +132,19 @@ async function ask(text) {
     else if (ending?.type === "error") show("error", `Error: ${JSON.parse(ending.data).message}`);
     else show("error", "Error: the stream ended before the run did.");
   } catch (error) {
-    // Aborting the fetch closes the connection, and the server then cancels the run.
+    // The run outlives a dropped connection (so that a client can resume it): Stop also asks
+    // the server to cancel it.
     if (error.name === "AbortError") show("stopped", `Stopped after ${run.tokens} tokens.`);
     else show("error", `Error: ${error.message}`);
   } finally {
     controller = null;
+    runId = null;
   }
+}
+
+function stopRun() {
+  if (runId) fetch(`api/log/${encodeURIComponent(runId)}`, { method: "DELETE" }).catch(() => {});
+  controller?.abort();
 }
 
 form.addEventListener("submit", (event) => {
@@ -143,4 +152,4 @@ form.addEventListener("submit", (event) => {
   const text = question.value.trim();
   if (text && !controller) ask(text);
 });
-stop.addEventListener("click", () => controller?.abort());
+stop.addEventListener("click", stopRun);
