@@ -5,7 +5,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from typing import TYPE_CHECKING, Any
+from contextlib import closing
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pytest
 from pydantic import Field, SecretStr
@@ -20,8 +21,10 @@ from chatstream import (
     trace,
 )
 from chatstream.providers.fake import FakeChatModel, FakeResponse
-from chatstream.tracing import flush, get_run, list_runs
+from chatstream.settings import PerCall
+from chatstream.tracing import default_db_path, flush, get_run, list_runs
 from chatstream.tracing._sqlite import SQLiteTracer
+from chatstream.tracing._store import _create, connect, transaction
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -94,9 +97,8 @@ def test_tracing_is_off_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 class Keyed(BaseChatModel):
     """A model whose per-call settings could carry secrets, and which fails quoting one."""
 
-    call_params = frozenset({"api_key", "default_headers"})
-    api_key: SecretStr = SecretStr(SECRET)
-    default_headers: dict[str, str] = Field(
+    api_key: Annotated[SecretStr, PerCall()] = SecretStr(SECRET)
+    default_headers: Annotated[dict[str, str], PerCall()] = Field(
         default_factory=lambda: {"Authorization": f"Bearer {SECRET}", "x-api-key": SECRET}
     )
 
@@ -206,3 +208,133 @@ def test_otel_marks_failures(spans: Any, monkeypatch: pytest.MonkeyPatch) -> Non
     [span] = spans.get_finished_spans()
     assert span.attributes["error.type"] == "RateLimitError"
     assert span.status.status_code.name == "ERROR"
+
+
+# -- where the store is, and what a reader finds there ------------------------------------
+
+
+@pytest.mark.allow_blocking
+def test_the_reader_defaults_to_the_writers_database(db: Path) -> None:
+    FakeChatModel(responses=["x"]).invoke("where am I?")
+    assert flush()
+    [record] = list_runs()  # no db=: CHATSTREAM_TRACE_DB, as the writer used
+    assert record.inputs["messages"][0]["content"] == "where am I?"
+    assert get_run(record.id) == record
+    assert default_db_path() == db
+
+
+def test_a_missing_database_reads_as_empty_and_stays_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "not" / "yet" / "traces.db"
+    monkeypatch.setenv("CHATSTREAM_TRACE_DB", str(missing))
+    assert list_runs() == []
+    assert get_run("0123456789abcdef") is None
+    assert list_runs(db=missing) == []
+    assert not (tmp_path / "not").exists()
+
+
+def test_a_database_without_the_table_reads_as_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()  # an empty file: what a writer killed early used to leave
+    assert path.exists()
+    assert list_runs(db=path) == []
+    assert get_run("0123456789abcdef", db=path) is None
+
+
+def tables(path: Path) -> list[str]:
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        return [row[0] for row in connection.execute("SELECT name FROM sqlite_master")]
+
+
+def test_a_store_appears_only_with_its_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "traces.db"
+    # Fail between creating the file and creating the table, like a process killed there.
+    monkeypatch.setattr(chatstream.tracing._store, "SCHEMA", "SELECT * FROM no_such_table;")
+    with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
+        connect(path)
+    assert list(tmp_path.iterdir()) == []  # no database without a table, no temporary left
+    monkeypatch.undo()
+    connect(path).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["traces.db"]
+    assert "runs" in tables(path)
+
+
+def test_a_store_another_process_created_first_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "traces.db"
+    with closing(connect(path)) as first:
+        with transaction(first):
+            first.execute(
+                "INSERT INTO runs (id, name, run_type, start_time) VALUES ('r', 'n', 't', 0)"
+            )
+    # A second writer that also found no file, then lost the race to create it.
+    _create(path)
+    with closing(sqlite3.connect(path)) as connection:
+        assert connection.execute("SELECT id FROM runs").fetchall() == [("r",)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["traces.db"]
+
+
+def test_a_process_killed_right_after_a_call_leaves_a_readable_store(db: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from chatstream.providers.fake import FakeChatModel
+        FakeChatModel(responses=["x"]).invoke("q")
+        os.kill(os.getpid(), signal.SIGKILL)  # no flush, no atexit: the writer is cut short
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    assert result.returncode == -9
+    # The queued run may be lost (or the store not made yet), but what is there is readable.
+    assert not db.exists() or "runs" in tables(db)
+    assert len(list_runs()) <= 1
+
+
+def test_processes_writing_one_store_at_once_lose_no_run(db: Path) -> None:
+    go = db.parent / "go"
+    script = textwrap.dedent(
+        f"""
+        import pathlib, sys, time
+        from chatstream.providers.fake import FakeChatModel
+        from chatstream.tracing import flush
+        go = pathlib.Path({str(go)!r})
+        while not go.exists():  # start together: all of them create the store at once
+            time.sleep(0.005)
+        model = FakeChatModel(responses=["x"])
+        for i in range({RUNS_PER_PROCESS}):
+            model.invoke(f"{{sys.argv[1]}}-{{i}}")
+            if i % 5 == 4:
+                assert flush(30)  # many small transactions, interleaved with the others
+        assert flush(30)
+        """
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", script, f"p{n}"], stderr=subprocess.PIPE)
+        for n in range(4)
+    ]
+    go.touch()
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, errors
+    questions = {r.inputs["messages"][0]["content"] for r in list_runs(limit=10_000)}
+    expected = {f"p{n}-{i}" for n in range(4) for i in range(RUNS_PER_PROCESS)}
+    assert questions == expected
+
+
+RUNS_PER_PROCESS = 40
+
+
+@pytest.mark.allow_blocking
+def test_a_store_that_cannot_be_opened_does_not_fail_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    # A tracer of its own, so that this broken one cannot fail other tests' flush().
+    monkeypatch.setattr(chatstream.tracing, "_tracers", {})
+    monkeypatch.setenv("CHATSTREAM_TRACING", "true")
+    monkeypatch.setenv("CHATSTREAM_TRACE_DB", str(tmp_path / "a-file" / "traces.db"))
+    with caplog.at_level(logging.ERROR, logger="chatstream.tracing"):
+        assert FakeChatModel(responses=["still here"]).invoke("q").content == "still here"
+        assert not flush()  # answered (not timed out), but nothing was or will be written
+    assert any("cannot open" in record.getMessage() for record in caplog.records)

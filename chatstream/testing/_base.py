@@ -64,6 +64,10 @@ class LocalServer:
             (while waiting for the first byte, or mid-stream).
         active_streams: Streaming responses currently being written.
         faults: The current fault switches.
+        close_after_stream: A connection fault (set it before a request, like ``faults``):
+            close the TCP connection right after every streamed response while its headers
+            say ``Connection: keep-alive``, as some OpenAI-compatible servers do. A client
+            that pools the connection finds it dead on the next request.
     """
 
     #: Path prefix of ``base_url``.
@@ -83,6 +87,7 @@ class LocalServer:
         self.disconnects = 0
         self.active_streams = 0
         self.faults = Faults()
+        self.close_after_stream = False
         self._replies: list[ScriptedReply] = [_DEFAULT_REPLY]
         self._cursor = 0
         self._failures = 0
@@ -206,6 +211,13 @@ class LocalServer:
         if self.request_id_header is not None:
             response.headers.setdefault(self.request_id_header, self._request_id())
         response.headers.update(self.faults.headers)
+        # A web.Response is a whole body (errors, non-streamed JSON); only streams are affected.
+        if self.close_after_stream and not isinstance(response, web.Response):
+            # aiohttp has already settled the Connection header (nothing: keep-alive is
+            # HTTP/1.1's default) when this hook runs, so force_close() now only makes it
+            # drop the connection once the body is written, after advertising keep-alive.
+            response.headers["Connection"] = "keep-alive"
+            response.force_close()
 
     def _verbatim_error(self, status: int) -> web.Response | None:
         """Return the scripted ``error_body`` as the response, or ``None`` for the standard body."""

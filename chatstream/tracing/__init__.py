@@ -1,8 +1,9 @@
 """Tracing switched on by environment variables, and the reader of the trace store.
 
 ``CHATSTREAM_TRACING=true`` (or ``sqlite``) records every run to an embedded SQLite database
-(``CHATSTREAM_TRACE_DB``, default under the user's data directory); ``otel`` sends OpenTelemetry
-spans instead (the ``chatstream[otel]`` extra). Nothing here is imported until tracing is used.
+(`default_db_path`: ``CHATSTREAM_TRACE_DB``, else under the user's data directory), which the
+readers default to as well; ``otel`` sends OpenTelemetry spans instead (the ``chatstream[otel]``
+extra). Nothing here is imported until tracing is used.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def tracer_from_env() -> RunObserver | None:
     """The tracer ``CHATSTREAM_TRACING`` asks for (one per sink and path), or ``None``."""
     mode = os.environ.get("CHATSTREAM_TRACING", "").strip().lower()
     if mode in _TRUE:
-        path = os.environ.get("CHATSTREAM_TRACE_DB") or str(default_db_path())
+        path = str(default_db_path())
         key = ("sqlite", path)
         if key not in _tracers:
             from ._sqlite import SQLiteTracer

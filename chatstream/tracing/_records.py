@@ -47,7 +47,15 @@ _REDACTED = "**redacted**"
 
 
 def default_db_path() -> Path:
-    """Where traces go by default: ``<user data dir>/chatstream/traces.db``."""
+    """The trace database the writer and the readers use when given no other path.
+
+    ``CHATSTREAM_TRACE_DB`` when it is set (and not empty), else
+    ``<user data dir>/chatstream/traces.db``. The one place that decides it, so that
+    ``list_runs()`` and ``chatstream traces`` read where the tracer wrote.
+    """
+    configured = os.environ.get("CHATSTREAM_TRACE_DB")
+    if configured:
+        return Path(configured)
     if sys.platform == "win32":
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":

@@ -9,12 +9,13 @@ from __future__ import annotations
 import atexit
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING
 
 from ._records import COLUMNS, known_secrets, run_row
-from ._store import connect
+from ._store import connect, transaction
 
 if TYPE_CHECKING:
     from ..messages import AIMessageChunk
@@ -41,8 +42,9 @@ class SQLiteTracer:
     def __init__(self, path: str) -> None:
         self.path = path
         self.dropped = 0
-        """Runs not recorded because the writer could not keep up."""
+        """Runs not recorded: the writer could not keep up, or could not open the store."""
         self._queue: queue.Queue[Run | threading.Event] = queue.Queue(_QUEUE_SIZE)
+        self._is_open = True
         self._thread = threading.Thread(target=self._serve, name="chatstream-tracer", daemon=True)
         self._thread.start()
         atexit.register(self.flush, 2.0)
@@ -77,10 +79,16 @@ class SQLiteTracer:
             self._queue.put(done, timeout=timeout)
         except queue.Full:
             return False
-        return done.wait(timeout)
+        return done.wait(timeout) and self._is_open
 
     def _serve(self) -> None:
-        connection = connect(self.path)
+        try:
+            connection: sqlite3.Connection | None = connect(self.path)
+        except (OSError, sqlite3.Error):
+            # Still serve the queue, so that flush() answers at once instead of timing out.
+            logger.exception("chatstream tracing cannot open %s: no run is recorded", self.path)
+            connection = None
+            self._is_open = False
         while True:
             batch = [self._queue.get()]
             # Let a busy program finish a few more runs first: waking (and taking the GIL from
@@ -100,13 +108,17 @@ class SQLiteTracer:
                 if isinstance(item, threading.Event):
                     markers.append(item)
                     continue
+                if connection is None:
+                    self.dropped += 1
+                    continue
                 try:
                     rows.append(run_row(item, secrets))
                 except Exception:  # a run that cannot be serialised must not stop the writer
                     logger.exception("chatstream tracing could not record run %s", item.id)
             try:
-                with connection:
-                    connection.executemany(_INSERT, rows)
+                if connection is not None:
+                    with transaction(connection):
+                        connection.executemany(_INSERT, rows)
             except Exception:
                 logger.exception("chatstream tracing could not write %d runs", len(rows))
             for marker in markers:

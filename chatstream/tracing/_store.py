@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
+from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._records import COLUMNS, TraceRecord, default_db_path
 
-__all__ = ["SCHEMA", "connect", "get_run", "list_runs"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["SCHEMA", "connect", "get_run", "list_runs", "transaction"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -26,18 +32,83 @@ CREATE INDEX IF NOT EXISTS runs_start ON runs (start_time);
 CREATE INDEX IF NOT EXISTS runs_parent ON runs (parent_id);
 """
 
+_HAS_RUNS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+
 _JSON_COLUMNS = {"tags", "metadata", "inputs", "outputs", "invocation_params", "environment"}
 
 
+_BUSY_TIMEOUT = 30.0
+"""Seconds a statement waits for another connection's lock (other processes tracing too)."""
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) a trace database in WAL mode with the ``runs`` table."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=10)
-    connection.execute("PRAGMA journal_mode=WAL")
-    # NORMAL: a committed run survives the process crashing (not a power cut), at no fsync cost.
-    connection.execute("PRAGMA synchronous=NORMAL")
-    connection.executescript(SCHEMA)
+    """Open a trace database in WAL mode with the ``runs`` table, creating it if needed.
+
+    A new database appears at ``path`` with its table already in it (see `_create`), so a
+    reader never finds a file without the table, whenever the writing process dies.
+    Transactions are explicit (`transaction`); the connection may move to another thread.
+    """
+    target = Path(path)
+    if not target.exists():
+        _create(target)
+    # isolation_level=None: no implicit BEGIN, so that every write can be BEGIN IMMEDIATE.
+    connection = sqlite3.connect(
+        target, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+    try:
+        # Both already hold for a database made by _create; not for one an older version made.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.executescript(SCHEMA)
+        # NORMAL: a committed run survives the process crashing (not a power cut), no fsync.
+        connection.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        connection.close()
+        raise
     return connection
+
+
+def _create(target: Path) -> None:
+    """Build the database under a temporary name, then link it into place, table included.
+
+    Creating it in place would leave an empty file, unreadable as a store, for as long as the
+    table is missing, and for good if the process is killed meanwhile (as happened just after
+    a traced call). A hard link never replaces a database another process made first.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with closing(sqlite3.connect(temporary)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")  # kept in the file's header
+            connection.executescript(SCHEMA)
+        try:
+            os.link(temporary, target)
+        except FileExistsError:
+            pass  # another process created it meanwhile; that one is as good
+        except OSError:
+            # No hard links on this filesystem. A rename could replace a store another process
+            # made in the same instant, but still never shows one without the table.
+            if not target.exists():
+                os.replace(temporary, target)
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{temporary}{suffix}").unlink(missing_ok=True)
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction that takes the write lock at its start, waiting for it if busy.
+
+    Never a deferred transaction that reads before it writes: under WAL, its upgrade to a
+    writer fails with ``SQLITE_BUSY`` at once, without the busy timeout, when another process
+    committed in between. ``BEGIN IMMEDIATE`` waits for the lock up front instead.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
 
 
 def _record(row: sqlite3.Row) -> TraceRecord:
@@ -51,10 +122,18 @@ def _record(row: sqlite3.Row) -> TraceRecord:
 def _read(db: str | Path | None, sql: str, args: tuple[Any, ...]) -> list[TraceRecord]:
     path = Path(db) if db is not None else default_db_path()
     if not path.exists():
-        return []
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as connection:
+        return []  # nothing traced yet; read-only, so no file or directory is created
+    uri = f"file:{path}?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT)) as connection:
         connection.row_factory = sqlite3.Row
-        return [_record(row) for row in connection.execute(sql, args)]
+        try:
+            return [_record(row) for row in connection.execute(sql, args)]
+        except sqlite3.OperationalError:
+            # A file without the table (left by a writer of an older version killed before
+            # creating it) holds no runs; any other failure is real.
+            if connection.execute(_HAS_RUNS).fetchone() is None:
+                return []
+            raise
 
 
 def list_runs(

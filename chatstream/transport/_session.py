@@ -18,8 +18,9 @@ from chatstream.errors import ClosedError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
+    from types import SimpleNamespace
 
-__all__ = ["PoolStats", "SessionPool", "Timeout"]
+__all__ = ["ConnectionUse", "PoolStats", "SessionPool", "Timeout"]
 
 _CLOSE_TIMEOUT = 5.0
 """Seconds closing one session (here or on another loop) may take."""
@@ -63,6 +64,44 @@ class PoolStats:
 
     in_use: int
     idle: int
+
+
+@final
+class ConnectionUse:
+    """How one request got its connection; pass it to aiohttp as ``trace_request_ctx``.
+
+    Attributes:
+        reused: The connection came from the pool (it had served a response and sat idle),
+            rather than being opened for this request.
+    """
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _on_connection_reuse(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    # aiohttp exposes no "reused" flag on a request or response; its tracing signal is the
+    # one public place that says a pooled connection was taken rather than a new one opened.
+    use = context.trace_request_ctx
+    if isinstance(use, ConnectionUse):
+        use.reused = True
+
+
+def _reuse_tracing() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_connection_reuseconn.append(_on_connection_reuse)
+    # Frozen like aiohttp freezes a session's configs: nothing can be added per session.
+    config.freeze()
+    return config
+
+
+_REUSE_TRACING = _reuse_tracing()
 
 
 async def _close_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
@@ -128,6 +167,7 @@ class SessionPool:
             timeout=self.default_timeout,
             headers={"User-Agent": "chatstream"},
             auto_decompress=True,
+            trace_configs=[_REUSE_TRACING],
         )
         closer = _close_at_shutdown(session)
         await closer.asend(None)

@@ -24,7 +24,7 @@ from chatstream.errors import (
 
 from ._errors import error_class, map_client_error, redact, status_error
 from ._retry import RetryPolicy, parse_retry_after, should_retry_status
-from ._session import PoolStats, SessionPool, Timeout
+from ._session import ConnectionUse, PoolStats, SessionPool, Timeout
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -76,7 +76,9 @@ class HTTPClient:
     Args:
         provider: The provider's name, recorded on every error.
         timeout: Time limits of each call.
-        max_retries: Retries of a failed request (connection error, 408, 409, 429, 5xx).
+        max_retries: Retries of a failed request (connection error, 408, 409, 429, 5xx). A
+            request that met a pooled connection the server had closed while it was idle is
+            resent once at once, on top of these and without a backoff.
         max_connections: Pool size per event loop.
         retry: A full retry policy; overrides ``max_retries``.
     """
@@ -147,6 +149,7 @@ class HTTPClient:
         loop = asyncio.get_running_loop()
         deadline = None if total is None else loop.time() + total
         retry = 0
+        may_resend = True
         while True:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
             timeout = (
@@ -154,11 +157,32 @@ class HTTPClient:
                 if remaining is None
                 else self._pool.timeout.client_timeout(remaining)
             )
+            use = ConnectionUse()
             try:
                 response = await session.request(
-                    method, url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    trace_request_ctx=use,
                 )
             except _CLIENT_ERRORS as exc:
+                if may_resend and use.reused and _is_stale_connection_error(exc):
+                    # The server had closed this pooled connection while it sat idle (some
+                    # close right after a response that advertised keep-alive), and the
+                    # request met the closed socket before any byte of an answer came.
+                    # aiohttp skips a pooled connection only once its loop has processed the
+                    # close, which a back-to-back request outruns (httpcore and urllib3 look
+                    # at the idle socket itself before reusing it). A server that had closed
+                    # the connection did not take the request, so it goes again at once,
+                    # outside the retry budget, and only once: aiohttp has dropped the dead
+                    # connection, the resend takes another pooled one or a new one, and a
+                    # second failure is an ordinary one.
+                    may_resend = False
+                    logger.debug("resending %s %s: the pooled connection was closed", method, url)
+                    continue
                 error: ChatStreamError = map_client_error(exc, in_body=False, url=url)
                 if not isinstance(error, APIConnectionError) or retry >= policy.max_retries:
                     raise error from exc
@@ -334,6 +358,22 @@ class ResponseStream(Generic[T]):
 
 _ENCODER = _json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """Made once: ``json.dumps`` with options builds a new encoder on every call."""
+
+
+def _is_stale_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is how aiohttp reports a request sent into a connection the peer closed.
+
+    A clean close (FIN) is `aiohttp.ServerDisconnectedError`, whose ``message`` is the default
+    text when no byte of a response had arrived (a partly parsed response would be a
+    ``RawResponseMessage`` instead). A reset, or writing into the closed socket ("Can not write
+    request body"), is a `ConnectionError` or `aiohttp.ClientOSError`. Timeouts are not: the
+    server is slow, not gone. Connect errors are not: no pooled connection was involved.
+    """
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return isinstance(exc.message, str)
+    if isinstance(exc, (aiohttp.ClientConnectorError, asyncio.TimeoutError)):
+        return False
+    return isinstance(exc, (aiohttp.ClientOSError, ConnectionError))
 
 
 def _encode(value: Any) -> bytes:

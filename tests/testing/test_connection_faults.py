@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -125,3 +126,65 @@ async def test_first_byte_delay_holds_the_headers(
         with pytest.raises(aiohttp.ServerTimeoutError):
             await target.open(session, server, timeout=timeout)
         await server.wait_for_requests(1)
+
+
+def raw_request(server: LocalServer, target: Target) -> bytes:
+    body = json.dumps(target.payload).encode()
+    head = [
+        f"POST {target.path} HTTP/1.1",
+        f"Host: 127.0.0.1:{server.port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in target.headers.items()),
+    ]
+    return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+
+def header_lines(response: bytes) -> list[bytes]:
+    return response.partition(b"\r\n\r\n")[0].split(b"\r\n")
+
+
+async def test_close_after_stream_closes_a_connection_that_said_keep_alive(
+    target: Target,
+) -> None:
+    received = b""
+    async with target.server([HI]) as server:
+        server.close_after_stream = True
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+            await stream.send(raw_request(server, target))
+            with anyio.fail_after(5):  # a connection kept alive would never end
+                while True:
+                    try:
+                        received += await stream.receive()
+                    except anyio.EndOfStream:
+                        break
+    lines = header_lines(received)
+    assert lines[0] == b"HTTP/1.1 200 OK"
+    assert b"Connection: keep-alive" in lines
+    assert b"Transfer-Encoding: chunked" in lines
+    # The response is complete (the last chunk came), and only then did the socket close.
+    assert received.endswith(b"\r\n0\r\n\r\n")
+    assert server.disconnects == 0
+
+
+async def test_close_after_stream_spares_error_responses(target: Target) -> None:
+    async with target.server([HI], Faults(http_error=500)) as server:
+        server.close_after_stream = True
+        async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+            answers: list[bytes] = []
+            for _ in range(2):  # both over one connection: the first left it open
+                await stream.send(raw_request(server, target))
+                received = b""
+                with anyio.fail_after(5):
+                    while b"\r\n\r\n" not in received:
+                        received += await stream.receive()
+                    length = next(
+                        int(line.split(b":")[1])
+                        for line in header_lines(received)
+                        if line.lower().startswith(b"content-length:")
+                    )
+                    while len(received.partition(b"\r\n\r\n")[2]) < length:
+                        received += await stream.receive()
+                answers.append(header_lines(received)[0])
+    assert answers == [b"HTTP/1.1 500 Internal Server Error"] * 2
+    assert len(server.requests) == 2
