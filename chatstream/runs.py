@@ -8,13 +8,13 @@ them. The run being executed is kept in a context variable, so calls made inside
 
 from __future__ import annotations
 
-import contextvars
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, final
 
+from ._context import CURRENT_RUN
 from .errors import ChatStreamError, StreamInterruptedError
 from .messages import (
     CHOICE_INDEX,
@@ -29,6 +29,7 @@ from .messages import (
 from .outputs import ChatGeneration, LLMResult, token_usage
 
 if TYPE_CHECKING:
+    import contextvars
     from collections.abc import Awaitable, Sequence
     from uuid import UUID
 
@@ -40,9 +41,7 @@ __all__ = [
     "merge_choices",
 ]
 
-_CURRENT: contextvars.ContextVar[Run | None] = contextvars.ContextVar(
-    "chatstream_current_run", default=None
-)
+_CURRENT: contextvars.ContextVar[Run | None] = CURRENT_RUN
 
 
 def current_run() -> Run | None:
@@ -158,9 +157,12 @@ class Run:
     """A traced step's return value."""
     observers: list[RunObserver] = field(default_factory=list)
     """Who is told about this run as it happens."""
+    attempts: int = 0
+    """HTTP requests sent for this call, retries included (0 for a model that sends none)."""
     _outputs: list[AIMessageChunk] | None = None
     _final_output: LLMResult | None = None
     _id: UUID | None = None
+    _last_id: str | None = None  # the message id of the last chunk kept whole
 
     @property
     def id(self) -> UUID:
@@ -281,16 +283,25 @@ class Run:
         """Record one streamed chunk and tell the observers; await what this returns."""
         if self.first_token_time is None:
             self.first_token_time = time.time()
+        # A chunk that repeats the id of the last one kept whole (OpenAI names every chunk)
+        # adds nothing but its text: keep the text alone. Kept whole, each would be a few
+        # GC-tracked objects more, and the collector's passes would grow with the stream.
+        chunk_id = chunk.id
         plain = (
             chunk.usage_metadata is None
             and not chunk.response_metadata
             and not chunk.tool_call_chunks
             and not chunk.additional_kwargs
-            and chunk.id is None
+            and (chunk_id is None or chunk_id == self._last_id)
             and chunk.name is None
             and type(chunk.content) is str
         )
-        self.items.append(chunk.content if plain else chunk)  # type: ignore[arg-type]  # plain: content is a str
+        if plain:
+            self.items.append(chunk.content)  # type: ignore[arg-type]  # plain: content is a str
+        else:
+            self.items.append(chunk)
+            if chunk_id is not None:
+                self._last_id = chunk_id
         # Spelt out rather than through `_tell`: this runs once per chunk.
         pending = None
         for observer in self.observers:

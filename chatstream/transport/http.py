@@ -1,4 +1,4 @@
-"""The HTTP client providers use: `HTTPClient.open_stream` for streamed bodies.
+"""The HTTP client providers use: `HTTPClient.open_stream` for streamed bodies, `request_json`.
 
 Retries, timeouts, error mapping and releasing connections all happen here, once. Nothing
 above this module sees an aiohttp type or exception.
@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 import aiohttp
 import anyio
 
+from chatstream._context import count_attempt
 from chatstream.errors import (
     APIConnectionError,
     ChatStreamError,
     ProviderError,
+    StreamProtocolError,
 )
 
 from ._errors import error_class, map_client_error, redact, status_error
@@ -104,6 +106,7 @@ class HTTPClient:
         headers: Mapping[str, str],
         decoder: Decoder[T],
         secrets: Iterable[str] = (),
+        method: str = "POST",
     ) -> ResponseStream[T]:
         """POST ``json`` and stream the response body through ``decoder``.
 
@@ -114,17 +117,64 @@ class HTTPClient:
 
         Args:
             url: The endpoint.
-            json: The request body, encoded as JSON.
+            json: The request body, encoded as JSON; ``None`` sends no body (for a ``GET``).
             headers: Request headers (credentials included).
             decoder: Turns body bytes into items (SSE events, NDJSON values).
             secrets: Values scrubbed from error messages (credentials the server may echo).
+            method: The HTTP method: ``GET`` streams a download (a batch's result file).
 
         Raises:
             ProviderError: The server answered with an error status (a subclass per status).
             APIConnectionError: The server could not be reached (`APITimeoutError` on time).
             StreamInterruptedError: The body broke off while being read.
         """
-        return ResponseStream(self, url, _encode(json), headers, decoder, secrets)
+        body = None if json is None else _encode(json)
+        return ResponseStream(self, url, body, headers, decoder, secrets, method)
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        json: Any = None,
+        data: bytes | None = None,
+        secrets: Iterable[str] = (),
+    ) -> Any:
+        """Send one request and return its decoded JSON response body.
+
+        Retries, deadlines and error mapping are those of `open_stream`: both go through one
+        `_send`. The response is read whole, so it is meant for small JSON documents.
+
+        Args:
+            method: ``GET``, ``POST``, ...
+            url: The endpoint.
+            headers: Request headers (credentials included; a ``Content-Type`` for ``data``).
+            json: A body encoded as JSON.
+            data: A body sent as these bytes (a multipart upload); not with ``json``.
+            secrets: Values scrubbed from error messages (credentials the server may echo).
+
+        Raises:
+            ProviderError: The server answered with an error status (a subclass per status).
+            APIConnectionError: The server could not be reached, or the body broke off.
+            StreamProtocolError: The response body is not JSON.
+        """
+        if json is not None and data is not None:
+            raise TypeError("request_json takes a json body or data bytes, not both")
+        body = data if json is None else _encode(json)
+        scrub = tuple(secrets)
+        response = await self._send(method, url, body, headers, scrub)
+        try:
+            raw = await response.read()
+        except _CLIENT_ERRORS as exc:
+            raise map_client_error(exc, in_body=True, url=url) from exc
+        finally:
+            response.release()
+        try:
+            return _json.loads(raw)
+        except ValueError as exc:  # JSONDecodeError, or invalid UTF-8
+            excerpt = redact(raw[:200].decode("utf-8", "replace"), scrub)
+            raise StreamProtocolError(f"the response from {url} is not JSON", line=excerpt) from exc
 
     def stats(self) -> PoolStats:
         """Connection counts of the running loop's pool (for tests and diagnostics)."""
@@ -149,6 +199,7 @@ class HTTPClient:
         loop = asyncio.get_running_loop()
         deadline = None if total is None else loop.time() + total
         retry = 0
+        count_attempt()  # the run's attempts: this one and each retry (not a stale resend)
         may_resend = True
         while True:
             remaining = None if deadline is None else max(deadline - loop.time(), 0.001)
@@ -201,6 +252,7 @@ class HTTPClient:
             if deadline is not None and loop.time() + delay >= deadline:
                 raise error from cause
             retry += 1
+            count_attempt()
             logger.info(
                 "retrying %s %s in %.3f s (retry %d of %d) after %s",
                 method,
@@ -248,6 +300,7 @@ class ResponseStream(Generic[T]):
         "_decoder",
         "_done",
         "_headers",
+        "_method",
         "_ready",
         "_response",
         "_secrets",
@@ -259,12 +312,14 @@ class ResponseStream(Generic[T]):
         self,
         client: HTTPClient,
         url: str,
-        body: bytes,
+        body: bytes | None,
         headers: Mapping[str, str],
         decoder: Decoder[T],
         secrets: Iterable[str],
+        method: str = "POST",
     ) -> None:
         self._client = client
+        self._method = method
         self._url = url
         self._body = body
         self._headers = headers
@@ -278,7 +333,7 @@ class ResponseStream(Generic[T]):
 
     async def __aenter__(self) -> Self:
         response = await self._client._send(
-            "POST", self._url, self._body, self._headers, self._secrets
+            self._method, self._url, self._body, self._headers, self._secrets
         )
         self._response = response
         self._content = response.content
