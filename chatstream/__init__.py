@@ -6,6 +6,7 @@ Every chat model is an async generator of `AIMessageChunk`; ``ainvoke``, ``abatc
 
 import typing as _typing
 
+from ._tool_loop import ToolLoop as ToolLoop
 from .callbacks import CallbackHandler as CallbackHandler
 from .defaults import create_chat_model as create_chat_model
 from .errors import APIConnectionError as APIConnectionError
@@ -19,13 +20,16 @@ from .errors import InvalidInputError as InvalidInputError
 from .errors import InvalidParameterError as InvalidParameterError
 from .errors import MissingVariableError as MissingVariableError
 from .errors import NotFoundError as NotFoundError
+from .errors import OutputParserError as OutputParserError
 from .errors import OverloadedError as OverloadedError
 from .errors import PermissionDeniedError as PermissionDeniedError
 from .errors import ProviderError as ProviderError
 from .errors import RateLimitError as RateLimitError
 from .errors import ServerError as ServerError
+from .errors import StepLimitError as StepLimitError
 from .errors import StreamInterruptedError as StreamInterruptedError
 from .errors import StreamProtocolError as StreamProtocolError
+from .errors import UnsupportedFeatureError as UnsupportedFeatureError
 from .inputs import LanguageModelInput as LanguageModelInput
 from .inputs import MessageLike as MessageLike
 from .inputs import to_messages as to_messages
@@ -49,6 +53,7 @@ from .model import RunConfig as RunConfig
 from .outputs import ChatGeneration as ChatGeneration
 from .outputs import ChatGenerationChunk as ChatGenerationChunk
 from .outputs import LLMResult as LLMResult
+from .outputs import RowResult as RowResult
 from .outputs import RunInfo as RunInfo
 from .prompts import ChatPromptTemplate as ChatPromptTemplate
 from .prompts import ChatPromptValue as ChatPromptValue
@@ -60,6 +65,13 @@ from .runs import Run as Run
 from .runs import RunObserver as RunObserver
 from .runs import current_run as current_run
 from .streams import ChatStream as ChatStream
+from .structured import StructuredOutput as StructuredOutput
+from .structured import StructuredResult as StructuredResult
+from .tools import Tool as Tool
+from .tools import arun_tools as arun_tools
+from .tools import partial_tool_calls as partial_tool_calls
+from .tools import run_tools as run_tools
+from .tools import tool as tool
 from .trace import trace as trace
 
 if _typing.TYPE_CHECKING:
@@ -98,11 +110,13 @@ __all__ = [
     "MessageLike",
     "MissingVariableError",
     "NotFoundError",
+    "OutputParserError",
     "OverloadedError",
     "PermissionDeniedError",
     "PromptValue",
     "ProviderError",
     "RateLimitError",
+    "RowResult",
     "Run",
     "RunConfig",
     "RunInfo",
@@ -110,20 +124,30 @@ __all__ = [
     "RunLogPatch",
     "RunObserver",
     "ServerError",
+    "StepLimitError",
     "StreamInterruptedError",
     "StreamProtocolError",
     "StringPromptValue",
+    "StructuredOutput",
+    "StructuredResult",
     "SystemMessage",
     "Timeout",
+    "Tool",
     "ToolCall",
     "ToolCallChunk",
+    "ToolLoop",
     "ToolMessage",
+    "UnsupportedFeatureError",
     "UsageMetadata",
+    "arun_tools",
     "create_chat_model",
     "current_run",
     "merge_chunks",
     "messages_from_dict",
+    "partial_tool_calls",
+    "run_tools",
     "to_messages",
+    "tool",
     "trace",
     "traceable",
 ]

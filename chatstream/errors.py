@@ -16,9 +16,12 @@
     ├── StreamProtocolError           malformed SSE/NDJSON/JSON (the offending line attached)
     ├── StreamInterruptedError        the stream broke after some chunks (partial attached)
     ├── ClosedError                   a closed model or stream was used
+    ├── OutputParserError (ValueError)  structured output that did not parse (raw message kept)
+    ├── StepLimitError                the tool loop hit max_steps (the conversation kept)
     ├── InvalidInputError (ValueError)  input that cannot become messages or a prompt
     │   ├── MissingVariableError (KeyError)   a prompt variable without a value
-    │   └── InvalidParameterError (TypeError) an unknown per-call parameter
+    │   ├── InvalidParameterError (TypeError) an unknown per-call parameter
+    │   └── UnsupportedFeatureError           a tool choice or output method the provider lacks
     └── InputTypeError (TypeError)    input of a type chatstream cannot use
 
 Every error raised while a stream was running carries the chunks merged so far in
@@ -30,7 +33,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .messages import AIMessageChunk
+    from .messages import AIMessage, AIMessageChunk, BaseMessage
 
 __all__ = [
     "APIConnectionError",
@@ -44,13 +47,16 @@ __all__ = [
     "InvalidParameterError",
     "MissingVariableError",
     "NotFoundError",
+    "OutputParserError",
     "OverloadedError",
     "PermissionDeniedError",
     "ProviderError",
     "RateLimitError",
     "ServerError",
+    "StepLimitError",
     "StreamInterruptedError",
     "StreamProtocolError",
+    "UnsupportedFeatureError",
 ]
 
 
@@ -170,6 +176,32 @@ class ClosedError(ChatStreamError):
     """A model, stream or bridge was used after it was closed."""
 
 
+class OutputParserError(ChatStreamError, ValueError):
+    """A structured answer that is not valid JSON or does not match its schema.
+
+    Attributes:
+        raw: The model's whole answer, as it came (its text or tool call holds the output).
+        text: The output that failed to parse: the JSON text as the model wrote it.
+    """
+
+    def __init__(self, message: str, *, raw: AIMessage, text: str) -> None:
+        super().__init__(message)
+        self.raw = raw
+        self.text = text
+
+
+class StepLimitError(ChatStreamError):
+    """The tool loop made ``max_steps`` model calls and the model still called tools.
+
+    Attributes:
+        messages: The whole conversation so far, the last tool results included.
+    """
+
+    def __init__(self, message: str, *, messages: list[BaseMessage]) -> None:
+        super().__init__(message)
+        self.messages = messages
+
+
 class InvalidInputError(ChatStreamError, ValueError):
     """Input that cannot become messages, a prompt or a call.
 
@@ -215,3 +247,11 @@ class MissingVariableError(InvalidInputError, KeyError):
 
 class InvalidParameterError(InvalidInputError, TypeError):
     """A per-call parameter the model does not know (``model.invoke(x, temprature=0)``)."""
+
+
+class UnsupportedFeatureError(InvalidInputError):
+    """The provider cannot honour what was asked, so it refuses rather than ignore it.
+
+    For example a forced ``tool_choice`` on Ollama (whose API has none), or
+    ``with_structured_output(method="json_mode")`` on Anthropic. ``where`` names the argument.
+    """

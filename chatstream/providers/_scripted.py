@@ -45,6 +45,8 @@ class CommonSettings(BaseModel):
     """Recorded only."""
     tool_choice: Annotated[str | dict[str, Any] | None, PerCall()] = None
     """Recorded only."""
+    parallel_tool_calls: Annotated[bool | None, PerCall()] = None
+    """Recorded only."""
     response_format: Annotated[dict[str, Any] | None, PerCall()] = None
     """Recorded only."""
 

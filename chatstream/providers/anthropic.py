@@ -117,8 +117,12 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
     copy_settings(body, settings, ChatAnthropic.settings_spec.wire)
     if settings.get("tools"):
         body["tools"] = [_tool_to_wire(tool) for tool in settings["tools"]]
-    if settings.get("tool_choice") is not None:
-        body["tool_choice"] = _tool_choice_to_wire(settings["tool_choice"])
+    choice, parallel = settings.get("tool_choice"), settings.get("parallel_tool_calls")
+    if choice is not None or parallel is False:
+        body["tool_choice"] = _tool_choice_to_wire(choice or "auto")
+        if parallel is False and body["tool_choice"]["type"] != "none":
+            # One call at a time is a property of the choice here (§2.2).
+            body["tool_choice"]["disable_parallel_tool_use"] = True
     body.update(settings.get("extra_body") or {})
     return body
 
@@ -242,6 +246,8 @@ def _tool_to_wire(tool: Mapping[str, Any]) -> dict[str, Any]:
     }
     if function.get("description"):
         wire["description"] = function["description"]
+    if function.get("strict") is not None:
+        wire["strict"] = function["strict"]
     return wire
 
 
@@ -488,7 +494,9 @@ class ChatAnthropic(BaseChatModel):
     tools: Annotated[list[dict[str, Any]] | None, PerCall(converted=True)] = None
     """Tools in Anthropic's format (``name``, ``description``, ``input_schema``) or OpenAI's."""
     tool_choice: Annotated[str | dict[str, Any] | None, PerCall(converted=True)] = None
-    """``"auto"``, ``"any"``, ``"none"``, a tool's name, or the API's dict."""
+    """``"auto"``, ``"any"`` (or ``"required"``), ``"none"``, a tool's name, or the API's dict."""
+    parallel_tool_calls: Annotated[bool | None, PerCall(converted=True)] = None
+    """``False`` sends ``disable_parallel_tool_use``: at most one tool call per answer."""
     thinking: Annotated[dict[str, Any] | None, PerCall()] = None
     """Extended thinking, e.g. ``{"type": "enabled", "budget_tokens": 2048}``."""
     timeout: TimeoutSetting = Field(default_factory=Timeout)

@@ -6,6 +6,7 @@ and an error injected after some chunks, through the same paths as a real provid
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any, final
 
@@ -13,7 +14,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .._compat import override
-from ..messages import AIMessageChunk, BaseMessage, ToolCallChunk, UsageMetadata
+from ..messages import AIMessageChunk, BaseMessage, ToolCall, ToolCallChunk, UsageMetadata
 from ..model import BaseChatModel
 from ..settings import PerCall
 from ._scripted import CommonSettings, cut, split_tokens
@@ -33,6 +34,10 @@ class FakeResponse(BaseModel):
     """Exactly these content pieces, instead of splitting ``text``."""
     tool_call_chunks: list[ToolCallChunk] = Field(default_factory=list)
     """Tool-call fragments, each streamed as a chunk of its own after the text."""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    """Whole tool calls, streamed after ``tool_call_chunks`` as a real model streams them:
+    the name and id first, then the JSON arguments piece by piece. A scripted structured
+    answer for ``method="tool_calling"`` is one such call."""
     finish_reason: str = "stop"
     """Reported in the last chunk's ``response_metadata``."""
     usage: UsageMetadata | None = None
@@ -45,6 +50,19 @@ class FakeResponse(BaseModel):
     def pieces(self) -> list[str]:
         """The content pieces this answer streams."""
         return list(self.chunks) if self.chunks is not None else split_tokens(self.text)
+
+    def call_fragments(self) -> list[ToolCallChunk]:
+        """The tool-call fragments this answer streams: ``tool_call_chunks``, then each call."""
+        fragments = list(self.tool_call_chunks)
+        start = 1 + max((f["index"] or 0 for f in fragments), default=-1)
+        for index, call in enumerate(self.tool_calls, start):
+            fragments.append(ToolCallChunk(name=call["name"], args="", id=call["id"], index=index))
+            arguments = json.dumps(call["args"], ensure_ascii=False)
+            fragments += [
+                ToolCallChunk(name=None, args=piece, id=None, index=index)
+                for piece in split_tokens(arguments)
+            ]
+        return fragments
 
 
 @final
@@ -90,12 +108,14 @@ class FakeChatModel(BaseChatModel, CommonSettings):
     ) -> AsyncIterator[AIMessageChunk]:
         response = self._next_response(messages)
         delay = settings["delay"]
+        # Scripted whole calls end as a real model's calls end, unless the script says otherwise.
+        reason = "tool_calls" if response.tool_calls and response.finish_reason == "stop" else None
         pieces, finish_reason = cut(
-            response.pieces(), stop, settings["max_tokens"], response.finish_reason
+            response.pieces(), stop, settings["max_tokens"], reason or response.finish_reason
         )
         chunks = [AIMessageChunk(piece) for piece in pieces]
         chunks += [
-            AIMessageChunk(tool_call_chunks=[fragment]) for fragment in response.tool_call_chunks
+            AIMessageChunk(tool_call_chunks=[fragment]) for fragment in response.call_fragments()
         ]
         for sent, chunk in enumerate(chunks):
             if response.error is not None and sent == response.error_after:

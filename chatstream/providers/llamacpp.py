@@ -10,13 +10,15 @@ from __future__ import annotations
 import atexit
 import codecs
 import importlib.util
+import json
 import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, final
+from secrets import token_hex
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, final
 
 import anyio
 import anyio.from_thread
@@ -24,10 +26,18 @@ import anyio.lowlevel
 from pydantic import Field
 
 from .._compat import override
-from ..errors import ChatStreamError, InvalidInputError
-from ..messages import AIMessageChunk, BaseMessage, ChatMessage, UsageMetadata
+from ..errors import ChatStreamError, InvalidInputError, UnsupportedFeatureError
+from ..messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    ToolCallChunk,
+    UsageMetadata,
+)
 from ..model import BaseChatModel
 from ..settings import PerCall, Stop
+from ..tools import ToolSupport
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -155,9 +165,15 @@ _ROLES = {"human": "user", "ai": "assistant", "AIMessageChunk": "assistant", "sy
 
 
 def _to_wire(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
-    """Messages as the chat template expects them: role and text."""
+    """Messages as the chat template expects them: role and text (tool calls as their JSON)."""
     wire = []
     for position, message in enumerate(messages):
+        if isinstance(message, AIMessageChunk):
+            message = message.to_message()
+        if isinstance(message, AIMessage) and message.tool_calls:
+            calls = [{"name": c["name"], "arguments": c["args"]} for c in message.tool_calls]
+            wire.append({"role": "assistant", "content": json.dumps(calls, ensure_ascii=False)})
+            continue
         if isinstance(message, ChatMessage):
             role = message.role
         elif message.type in _ROLES:
@@ -172,6 +188,105 @@ def _to_wire(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
     return wire
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What a call asks of generation beyond the chat: a grammar, and what its output is."""
+
+    grammar: str | None = None
+    """GBNF the output must follow (llama.cpp's grammar-constrained sampling)."""
+    calls_tools: bool = False
+    """The output is tool calls (JSON), sent as tool-call chunks rather than text."""
+    instructions: str = ""
+    """Added to the system prompt: what the grammar asks for, so the model aims for it."""
+
+
+def _plan(settings: dict[str, Any]) -> _Plan:
+    """The grammar for the call's ``response_format`` or forced ``tool_choice`` (pure).
+
+    Raises:
+        UnsupportedFeatureError: Tools with ``tool_choice`` ``"auto"`` or unset: a grammar can
+            force a call, but not leave the choice to the model.
+    """
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    tools, choice = settings.get("tools"), settings.get("tool_choice")
+    if tools and choice != "none":
+        if choice in (None, "auto"):
+            raise UnsupportedFeatureError(
+                "ChatLlamaCpp forces tool calls with a grammar: bind the tools with "
+                "tool_choice='required' or a tool's name",
+                where="tool_choice",
+            )
+        functions = [tool["function"] for tool in tools]
+        if choice != "required":
+            functions = [f for f in functions if f["name"] == choice]
+        one = {"anyOf": [_call_schema(function) for function in functions]}
+        many = settings.get("parallel_tool_calls") is True
+        schema = {"type": "array", "items": one, "minItems": 1} if many else one
+        listed = json.dumps(functions, ensure_ascii=False)
+        return _Plan(
+            json_schema_to_gbnf(json.dumps(schema)),
+            calls_tools=True,
+            instructions=f"Call one of these tools, answering with JSON "
+            f'{{"name": ..., "arguments": {{...}}}}: {listed}',
+        )
+    match settings.get("response_format"):
+        case None:
+            return _Plan()
+        case {"type": "json_schema", "json_schema": {"schema": dict(schema)}}:
+            text = json.dumps(schema, ensure_ascii=False)
+            return _Plan(
+                json_schema_to_gbnf(json.dumps(schema)),
+                instructions=f"Answer with a JSON object of this schema: {text}",
+            )
+        case {"type": "json_object"}:
+            return _Plan(JSON_GBNF, instructions="Answer with a JSON object.")
+        case other:
+            raise InvalidInputError(f"unknown response format {other!r}", where="response_format")
+
+
+def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "name": {"const": function["name"]},
+            "arguments": function.get("parameters") or {"type": "object"},
+        },
+        "required": ["name", "arguments"],
+    }
+
+
+def _instructed(chat: list[dict[str, str]], instructions: str) -> list[dict[str, str]]:
+    if not instructions:
+        return chat
+    if chat and chat[0]["role"] == "system":
+        return [{"role": "system", "content": f"{chat[0]['content']}\n\n{instructions}"}, *chat[1:]]
+    return [{"role": "system", "content": instructions}, *chat]
+
+
+def _tool_call_chunks(text: str) -> list[ToolCallChunk]:
+    """The calls a tool-call grammar produced; text that did not complete is one broken call."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:  # cut by max_tokens: kept so that the caller sees it
+        return [ToolCallChunk(name=None, args=text, id=_call_id(), index=0)]
+    calls = value if isinstance(value, list) else [value]
+    return [
+        ToolCallChunk(
+            name=call.get("name"),
+            args=json.dumps(call.get("arguments", {}), ensure_ascii=False),
+            id=_call_id(),
+            index=index,
+        )
+        for index, call in enumerate(calls)
+        if isinstance(call, dict)
+    ]
+
+
+def _call_id() -> str:
+    return "call_" + token_hex(12)
+
+
 @dataclass
 class _Finish:
     finish_reason: str
@@ -181,6 +296,7 @@ class _Finish:
 def _generate(
     loaded: _Loaded,
     chat: list[dict[str, str]],
+    grammar: str | None,
     settings: dict[str, Any],
     stop: list[str],
     stopping: threading.Event,
@@ -198,7 +314,7 @@ def _generate(
             if stopping.is_set():
                 return
         try:
-            _run(loaded, chat, settings, stop, stopping, put)
+            _run(loaded, chat, grammar, settings, stop, stopping, put)
         finally:
             loaded.lock.release()
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
@@ -218,6 +334,7 @@ def _generate(
 def _run(
     loaded: _Loaded,
     chat: list[dict[str, str]],
+    grammar: str | None,
     settings: dict[str, Any],
     stop: list[str],
     stopping: threading.Event,
@@ -239,8 +356,17 @@ def _run(
     limit = min(settings["max_tokens"] or room, room)
     generated: list[int] = []
     finish, hit_stop = "length", False
+    constraint = None
+    if grammar is not None:
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        constraint = LlamaGrammar.from_string(grammar, verbose=False)  # fresh: it keeps state
     tokens = llama.generate(
-        prompt, temp=settings["temperature"], top_p=settings["top_p"], top_k=settings["top_k"]
+        prompt,
+        temp=settings["temperature"],
+        top_p=settings["top_p"],
+        top_k=settings["top_k"],
+        grammar=constraint,
     )
     try:
         for next_token in tokens:
@@ -284,6 +410,11 @@ class ChatLlamaCpp(BaseChatModel):
         print(model.invoke("What is the purpose of model regularization?").content)
     """
 
+    tool_support: ClassVar[ToolSupport] = ToolSupport(
+        tool_choices=frozenset({"required", "named", "none"})
+    )
+    """Calls are forced by grammar: there is no ``"auto"``."""
+
     model_path: str | None = None
     """The GGUF file; the default is SmolLM2-135M-Instruct."""
     temperature: Annotated[float, PerCall(), Field(ge=0)] = 0.8
@@ -298,6 +429,15 @@ class ChatLlamaCpp(BaseChatModel):
     """Stop sequences (a string is one); a call's ``stop`` replaces them."""
     seed: Annotated[int | None, PerCall()] = None
     """Seed for sampling, for repeatable answers."""
+    response_format: Annotated[dict[str, Any] | None, PerCall(converted=True)] = None
+    """``{"type": "json_object"}`` or a ``json_schema`` format (OpenAI's shape): the output
+    is held to it by a grammar, so even a tiny model answers with valid JSON."""
+    tools: Annotated[list[dict[str, Any]] | None, PerCall(converted=True)] = None
+    """Tools in OpenAI's shape; a call is forced by a grammar (see ``tool_choice``)."""
+    tool_choice: Annotated[str | None, PerCall(converted=True)] = None
+    """``"required"``, a tool's name, or ``"none"``; a grammar cannot leave it to the model."""
+    parallel_tool_calls: Annotated[bool | None, PerCall(converted=True)] = None
+    """``True`` lets the grammar produce a list of calls; otherwise exactly one."""
     n_ctx: int = 2048
     """Context size in tokens."""
     n_threads: int | None = None
@@ -324,6 +464,10 @@ class ChatLlamaCpp(BaseChatModel):
     ) -> AsyncIterator[AIMessageChunk]:
         if importlib.util.find_spec("llama_cpp") is None:
             raise ChatStreamError(f"llama-cpp-python is not installed; {_INSTALL}")
+        plan = _Plan()
+        if settings["tools"] or settings["response_format"]:
+            # Importing llama.cpp's grammar module reads files: not on the event loop.
+            plan = await anyio.to_thread.run_sync(_plan, settings)
         loaded = await self._loaded_model()
         send, receive = anyio.create_memory_object_stream[str | _Finish | BaseException](16)
         stopping = threading.Event()
@@ -331,7 +475,8 @@ class ChatLlamaCpp(BaseChatModel):
             target=_generate,
             args=(
                 loaded,
-                _to_wire(messages),
+                _instructed(_to_wire(messages), plan.instructions),
+                plan.grammar,
                 settings,
                 stop or [],
                 stopping,
@@ -344,13 +489,20 @@ class ChatLlamaCpp(BaseChatModel):
         worker.start()
         try:
             async with receive:
+                written: list[str] = []  # tool calls are sent whole, once complete
                 async for item in receive:
                     if isinstance(item, str):
-                        yield AIMessageChunk(item)
+                        if plan.calls_tools:
+                            written.append(item)
+                        else:
+                            yield AIMessageChunk(item)
                     elif isinstance(item, _Finish):
+                        calls = _tool_call_chunks("".join(written)) if plan.calls_tools else []
+                        finish = "tool_calls" if calls and item.finish_reason == "stop" else None
                         yield AIMessageChunk(
+                            tool_call_chunks=calls,
                             response_metadata={
-                                "finish_reason": item.finish_reason,
+                                "finish_reason": finish or item.finish_reason,
                                 "model_name": self.model_name,
                             },
                             usage_metadata=item.usage,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import aclosing
 from secrets import token_hex
-from typing import TYPE_CHECKING, Annotated, Any, Literal, final
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, final
 
 from pydantic import Field, PrivateAttr, SecretStr
 
@@ -27,6 +27,7 @@ from ..messages import (
 )
 from ..model import BaseChatModel
 from ..settings import PerCall, Stop
+from ..tools import ToolSupport
 from ..transport.http import HTTPClient, PoolStats, Timeout
 from ..transport.ndjson import NDJSONDecoder
 from ._chunks import new_chunk
@@ -93,7 +94,23 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
         "stream": True,
     }
     copy_settings(body, settings, ChatOllama.settings_spec.wire)
+    if (response_format := settings.get("response_format")) is not None:
+        body["format"] = _format_to_wire(response_format)
     return body
+
+
+def _format_to_wire(response_format: Mapping[str, Any]) -> str | dict[str, Any]:
+    """OpenAI's ``response_format`` as Ollama's ``format``: ``"json"`` or the schema itself."""
+    match response_format:
+        case {"type": "json_schema", "json_schema": {"schema": dict(schema)}}:
+            return schema
+        case {"type": "json_object"}:
+            return "json"
+        case _:
+            raise InvalidInputError(
+                "expected {'type': 'json_object'} or a json_schema format",
+                where="response_format",
+            )
 
 
 def _message_to_wire(
@@ -353,6 +370,11 @@ class ChatOllama(BaseChatModel):
         'Hi!'
     """
 
+    tool_support: ClassVar[ToolSupport] = ToolSupport(
+        tool_choices=frozenset({"auto"}), strict=False
+    )
+    """The API has no ``tool_choice`` and no strict schemas: a call cannot be forced."""
+
     model: str = "llama3.2"
     """The model to call (``name:tag``; the tag defaults to ``latest``)."""
     base_url: URL = Field(default_factory=_default_base_url)
@@ -374,6 +396,9 @@ class ChatOllama(BaseChatModel):
     """Stop sequences (a string is one; the ``stop`` option); a call's replace them."""
     format: Annotated[Literal["json"] | dict[str, Any] | None, PerCall()] = None
     """``"json"``, or a JSON schema the answer must follow."""
+    response_format: Annotated[dict[str, Any] | None, PerCall(converted=True)] = None
+    """A format in OpenAI's shape (what ``with_structured_output`` sets), sent as ``format``:
+    ``{"type": "json_object"}`` is ``"json"``, a ``json_schema`` format its schema."""
     tools: Annotated[list[dict[str, Any]] | None, PerCall()] = None
     """Tools in OpenAI's format (``{"type": "function", "function": {...}}``)."""
     keep_alive: Annotated[str | float | None, PerCall()] = None

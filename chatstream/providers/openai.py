@@ -79,8 +79,17 @@ def _to_wire(messages: list[BaseMessage], settings: Mapping[str, Any]) -> dict[s
     if settings.get("stream_usage"):
         body["stream_options"] = {"include_usage": True}
     copy_settings(body, settings, ChatOpenAI.settings_spec.wire)
+    if (choice := settings.get("tool_choice")) is not None:
+        body["tool_choice"] = _tool_choice_to_wire(choice)
     body.update(settings.get("extra_body") or {})
     return body
+
+
+def _tool_choice_to_wire(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    """A mode as it is; a tool's name as the ``{"type": "function", ...}`` that forces it."""
+    if isinstance(choice, str) and choice not in ("auto", "none", "required"):
+        return {"type": "function", "function": {"name": choice}}
+    return choice
 
 
 def _message_to_wire(message: BaseMessage) -> dict[str, Any]:
@@ -422,8 +431,10 @@ class ChatOpenAI(BaseChatModel):
     """``{"type": "json_object"}`` or a ``json_schema`` format."""
     tools: Annotated[list[dict[str, Any]] | None, PerCall()] = None
     """Tools in OpenAI's format (``{"type": "function", "function": {...}}``)."""
-    tool_choice: Annotated[str | dict[str, Any] | None, PerCall()] = None
-    """``"auto"``, ``"none"``, ``"required"`` or a named function."""
+    tool_choice: Annotated[str | dict[str, Any] | None, PerCall(converted=True)] = None
+    """``"auto"``, ``"none"``, ``"required"``, a tool's name, or the API's dict."""
+    parallel_tool_calls: Annotated[bool | None, PerCall()] = None
+    """Whether the model may call several tools in one answer (the API's default: yes)."""
     extra_body: Annotated[dict[str, Any] | None, PerCall(converted=True)] = None
     """Fields merged into the request body last (provider extensions)."""
     timeout: TimeoutSetting = Field(default_factory=Timeout)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, final
 
-__all__ = ["RequestError", "validate_chat_request"]
+__all__ = ["RequestError", "strict_problem", "validate_chat_request"]
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _FUNCTION_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
@@ -80,6 +81,7 @@ def validate_chat_request(body: Any) -> None:
             None,
         )
     _validate_tools(body)
+    _validate_response_format(body)
     n = body.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128):
         raise RequestError(
@@ -198,11 +200,148 @@ def _validate_tools(body: dict[str, Any]) -> None:
                     f"tools[{i}].function.name",
                     "invalid_value",
                 )
+            if isinstance(function, dict) and isinstance(name, str):
+                _validate_function(i, function)
     if body.get("tool_choice") is not None and not tools:
         raise RequestError(
             400,
             "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
             "specified.",
             "tool_choice",
+            None,
+        )
+    if body.get("parallel_tool_calls") is not None and not tools:
+        raise RequestError(
+            400,
+            "Invalid value for 'parallel_tool_calls': 'parallel_tool_calls' is only allowed "
+            "when 'tools' are specified.",
+            "parallel_tool_calls",
+            None,
+        )
+    _validate_tool_choice(body.get("tool_choice"), tools or [])
+
+
+def _validate_function(i: int, function: dict[str, Any]) -> None:
+    name, parameters = function["name"], function.get("parameters")
+    where = f"tools[{i}].function.parameters"
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict) or parameters.get("type") != "object":
+        kind = parameters.get("type") if isinstance(parameters, dict) else None
+        raise RequestError(
+            400,
+            f"Invalid schema for function '{name}': schema must be a JSON Schema of "
+            f"'type: \"object\"', got 'type: \"{kind}\"'.",
+            where,
+            "invalid_function_parameters",
+        )
+    if function.get("strict") is True and (problem := strict_problem(parameters)):
+        raise RequestError(
+            400,
+            f"Invalid schema for function '{name}': {problem}",
+            where,
+            "invalid_function_parameters",
+        )
+
+
+def strict_problem(schema: Any, context: tuple[str, ...] = ()) -> str | None:
+    """What strict mode refuses in ``schema`` (open objects, optional keys), else ``None``."""
+    if isinstance(schema, list):
+        return next((p for item in schema if (p := strict_problem(item, context))), None)
+    if not isinstance(schema, dict):
+        return None
+    where = f"In context={context!r}, " if context else "In context=(), "
+    if schema.get("type") == "object" or "properties" in schema:
+        if schema.get("additionalProperties") is not False:
+            return f"{where}'additionalProperties' is required to be supplied and to be false."
+        required = schema.get("required")
+        missing = [key for key in schema.get("properties") or {} if key not in (required or ())]
+        if not isinstance(required, list) or missing:
+            return (
+                f"{where}'required' is required to be supplied and to be an array including "
+                f"every key in properties. Missing '{missing[0] if missing else ''}'."
+            )
+    for key, value in schema.items():
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            for name, sub in value.items():
+                if problem := strict_problem(sub, (*context, key, name)):
+                    return problem
+        elif key in ("items", "anyOf", "allOf"):
+            if problem := strict_problem(value, (*context, key)):
+                return problem
+    return None
+
+
+def _validate_tool_choice(choice: Any, tools: list[Any]) -> None:
+    if choice is None:
+        return
+    if isinstance(choice, str):
+        if choice not in ("none", "auto", "required"):
+            raise RequestError(
+                400,
+                f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.",
+                "tool_choice",
+                "invalid_value",
+            )
+        return
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    names = [(t.get("function") or {}).get("name") for t in tools if isinstance(t, dict)]
+    if choice.get("type") == "function" and name not in names:
+        raise RequestError(
+            400,
+            f"Invalid value for 'tool_choice': function '{name}' is not one of the 'tools'.",
+            "tool_choice",
+            "invalid_value",
+        )
+
+
+def _validate_response_format(body: dict[str, Any]) -> None:
+    response_format = body.get("response_format")
+    if response_format is None:
+        return
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "json_object":
+        if "json" not in json.dumps(body["messages"]).lower():
+            raise RequestError(
+                400,
+                "'messages' must contain the word 'json' in some form, to use "
+                "'response_format' of type 'json_object'.",
+                "messages",
+                None,
+            )
+        return
+    if kind == "text":
+        return
+    if kind != "json_schema":
+        raise RequestError(
+            400,
+            f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema', "
+            "and 'text'.",
+            "response_format.type",
+            "invalid_value",
+        )
+    spec = response_format.get("json_schema")
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not isinstance(name, str):
+        raise RequestError(
+            400,
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        )
+    if not _FUNCTION_NAME.fullmatch(name):
+        raise RequestError(
+            400,
+            "Invalid 'response_format.json_schema.name': string does not match pattern. "
+            "Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.",
+            "response_format.json_schema.name",
+            "invalid_value",
+        )
+    schema = spec.get("schema")
+    if spec.get("strict") is True and (problem := strict_problem(schema)):
+        raise RequestError(
+            400,
+            f"Invalid schema for response_format '{name}': {problem}",
+            "response_format",
             None,
         )

@@ -180,6 +180,9 @@ class Faults(BaseModel):
             ``content_block_stop``, as the API does when ``max_tokens`` cuts a tool call.
         omit_tool_call_ids: Ollama: send tool calls without ``id`` and ``function.index``, as
             servers before those fields existed did.
+        interleave_tool_calls: OpenAI: alternate the fragments of parallel tool calls (call 0,
+            call 1, call 0, ...) instead of streaming one call after the other; the protocol
+            allows it, and a client must merge by ``index``, never by arrival.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -214,6 +217,7 @@ class Faults(BaseModel):
     trailing_spaces: bool = False
     unclosed_last_block: bool = False
     omit_tool_call_ids: bool = False
+    interleave_tool_calls: bool = False
 
 
 def estimate_prompt_tokens(messages: Any) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import string
 from datetime import datetime, timedelta, timezone
@@ -329,6 +330,9 @@ def _invalid_request(body: Any) -> str | None:
     problem = _invalid_messages(messages)
     if problem is not None:
         return problem
+    problem = _invalid_tools(body.get("tools"), body.get("tool_choice"))
+    if problem is not None:
+        return problem
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens")
@@ -336,6 +340,47 @@ def _invalid_request(body: Any) -> str | None:
             return "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
         if budget >= max_tokens:
             return "`max_tokens` must be greater than `thinking.budget_tokens`."
+    return None
+
+
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+_TOOL_CHOICES = ("auto", "any", "tool", "none")
+
+
+def _invalid_tools(tools: Any, choice: Any) -> str | None:
+    """The API's 400 message for tool definitions or a tool choice it refuses, else ``None``."""
+    if tools is not None and not isinstance(tools, list):
+        return "tools: Input should be a valid list"
+    for i, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict):
+            return f"tools.{i}: Input should be a valid dictionary"
+        if "type" in tool and tool["type"] != "custom":
+            continue  # a server tool (web search, ...): its own schema
+        where = f"tools.{i}.custom"
+        if not isinstance(tool.get("name"), str):
+            return f"{where}.name: Field required"
+        if not _TOOL_NAME.fullmatch(tool["name"]):
+            return f"{where}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict):
+            return f"{where}.input_schema: Field required"
+        if schema.get("type") != "object":
+            return f"{where}.input_schema.type: Input should be 'object'"
+    if choice is None:
+        return None
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    if kind not in _TOOL_CHOICES:
+        expected = ", ".join(f"'{c}'" for c in _TOOL_CHOICES)
+        return (
+            f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the "
+            f"expected tags: {expected}"
+        )
+    if kind == "tool":
+        names = [t.get("name") for t in tools or () if isinstance(t, dict)]
+        if not isinstance(choice.get("name"), str):
+            return "tool_choice.tool.name: Field required"
+        if choice["name"] not in names:
+            return f"Tool '{choice['name']}' not found in provided tools"
     return None
 
 

@@ -30,6 +30,7 @@ from chatstream.errors import (
 from chatstream.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from chatstream.transport.http import PoolStats
 
+from ._conformance_tools import ToolConformance
 from ._script import Faults, ScriptedReply, ScriptedToolCall
 
 if TYPE_CHECKING:
@@ -77,6 +78,14 @@ class ReceivedRequest:
     stream: bool
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    """The tools offered, as ``{"name", "description", "parameters"}``."""
+    tool_choice: str | None = None
+    """``"auto"``, ``"none"``, ``"required"`` or the forced tool's name; ``None`` if unsent."""
+    parallel_tool_calls: bool | None = None
+    """``False`` when the request asked for one call at a time."""
+    output_format: Any = None
+    """The answer's format: ``"json"``, the JSON schema it must follow, or ``None``."""
 
 
 def _same_id(scripted: str) -> str:
@@ -102,6 +111,16 @@ class Capabilities:
     parses them into an object, so a broken one cannot be sent)."""
     tool_call_id: Callable[[str], str] = _same_id
     """The id the server gives a scripted tool call id (Anthropic's server makes ``toolu_`` ids)."""
+    tool_choices: frozenset[str] = frozenset({"auto", "none", "required", "named"})
+    """The tool choices the API can express (``"named"``: forcing one tool)."""
+    parallel_tool_switch: bool = True
+    """The API can ask for one tool call at a time."""
+    interleaved_tool_arguments: bool = True
+    """The server can interleave the argument fragments of parallel calls (OpenAI's can)."""
+    structured_methods: frozenset[str] = frozenset({"json_schema", "tool_calling", "json_mode"})
+    """The ``with_structured_output`` methods the provider can ask for."""
+    rejects_non_object_tool_parameters: bool = True
+    """The API refuses tool parameters whose schema is not an object (Ollama takes any)."""
 
 
 class ProviderHarness(Protocol):
@@ -160,8 +179,11 @@ async def _until(condition: Any) -> None:
             await anyio.sleep(0.005)
 
 
-class ChatModelConformance:
-    """The conformance tests; subclass as ``TestXConformance`` and provide ``harness``."""
+class ChatModelConformance(ToolConformance):
+    """The conformance tests; subclass as ``TestXConformance`` and provide ``harness``.
+
+    The tool and structured-output cases come from `ToolConformance`.
+    """
 
     pytestmark = pytest.mark.anyio
 

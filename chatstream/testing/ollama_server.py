@@ -122,6 +122,11 @@ class OllamaServer(LocalServer):
             reason = "unload" if body.get("keep_alive") in (0, "0", "0s") else "load"
             line = self._line(model, {"role": "assistant", "content": ""}, done=True)
             return self._json(line | {"done_reason": reason}, faults)
+        refused = _invalid_format(body.get("format"))
+        if refused is not None:
+            # Found while loading the grammar, after the request was accepted: the handler's
+            # first streamed value is the error, which it sends as a 500 (server/routes.go).
+            return self._error(500, refused)
         reply = self._next_reply()
         calls = [self._tool_call(k, call, faults) for k, call in enumerate(reply.tool_calls)]
         done: dict[str, Any] = {
@@ -225,6 +230,34 @@ class OllamaServer(LocalServer):
         return await self._play(
             request, response, faults, events, [SSEEvent(dump_json(error, faults))]
         )
+
+
+def _invalid_format(value: Any) -> str | None:
+    """Ollama's error for a ``format`` it cannot turn into a grammar (llm/server.go)."""
+    if value is None or value in ("", "json"):
+        return None
+    if not isinstance(value, dict):
+        return f'invalid format: {json.dumps(value)}; expected "json" or a valid JSON Schema'
+    if _unresolved_refs(value, value):
+        return "invalid JSON schema in format"
+    return None
+
+
+def _unresolved_refs(node: Any, root: dict[str, Any]) -> bool:
+    if isinstance(node, list):
+        return any(_unresolved_refs(item, root) for item in node)
+    if not isinstance(node, dict):
+        return False
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        target: Any = root
+        for part in ref.removeprefix("#").strip("/").split("/"):
+            if not part:
+                continue
+            if not isinstance(target, dict) or part not in target:
+                return True
+            target = target[part]
+    return any(_unresolved_refs(value, root) for value in node.values())
 
 
 def _full_name(model: str) -> str:

@@ -307,14 +307,22 @@ def _choice_deltas(
             ({"function_call": {"arguments": piece}}, None, 1) for piece in calls[0].argument_chunks
         ]
     else:
+        per_call: list[list[tuple[dict[str, Any], str | None, int]]] = []
         for k, call in enumerate(calls):
             opening = {"index": k, "id": call.id, "type": "function"}
             opening["function"] = {"name": call.name, "arguments": ""}
-            deltas.append(({"tool_calls": [opening]}, None, 0))
-            deltas += [
+            per_call.append([({"tool_calls": [opening]}, None, 0)])
+            per_call[-1] += [
                 ({"tool_calls": [{"index": k, "function": {"arguments": piece}}]}, None, 1)
                 for piece in call.argument_chunks
             ]
+        if faults.interleave_tool_calls:
+            longest = max(map(len, per_call), default=0)
+            deltas += [
+                fragments[i] for i in range(longest) for fragments in per_call if i < len(fragments)
+            ]
+        else:
+            deltas += [delta for fragments in per_call for delta in fragments]
     if faults.role_every_chunk:
         deltas = [deltas[0]] + [({"role": "assistant"} | d, f, p) for d, f, p in deltas[1:]]
     if faults.finish_on_content_chunk and len(deltas) > 1:

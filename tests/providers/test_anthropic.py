@@ -63,7 +63,12 @@ def _served_id(scripted: str) -> str:
 
 class AnthropicHarness(ModelHarness):
     model_class = ChatAnthropic
-    capabilities = Capabilities(credential_header="x-api-key", tool_call_id=_served_id)
+    capabilities = Capabilities(
+        credential_header="x-api-key",
+        tool_call_id=_served_id,
+        interleaved_tool_arguments=False,  # content blocks stream one after the other
+        structured_methods=frozenset({"tool_calling"}),
+    )
 
     @property
     def finish_reasons(self) -> dict[str, str]:
@@ -83,9 +88,29 @@ class AnthropicHarness(ModelHarness):
                 stream=request.body.get("stream") is True,
                 headers=request.headers,
                 body=request.body,
+                **_neutral_tools(request.body),
             )
             for request in server.requests
         ]
+
+
+def _neutral_tools(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's tools and tool choice in the suite's neutral terms."""
+    tools = [
+        {
+            "name": tool["name"],
+            "description": tool.get("description", ""),
+            "parameters": tool.get("input_schema"),
+        }
+        for tool in body.get("tools") or []
+    ]
+    choice = body.get("tool_choice") or {}
+    kinds = {"auto": "auto", "any": "required", "none": "none", "tool": choice.get("name")}
+    return {
+        "tools": tools,
+        "tool_choice": kinds.get(str(choice.get("type"))) if choice else None,
+        "parallel_tool_calls": False if choice.get("disable_parallel_tool_use") else None,
+    }
 
 
 def _text(content: Any) -> str:

@@ -46,7 +46,14 @@ RECORDED = {path.stem: path.read_bytes() for path in FIXTURES.glob("*.ndjson")}
 class OllamaHarness(ModelHarness):
     model_class = ChatOllama
     capabilities = Capabilities(
-        request_ids=False, streamed_tool_arguments=False, raw_tool_arguments=False
+        request_ids=False,
+        streamed_tool_arguments=False,
+        raw_tool_arguments=False,
+        tool_choices=frozenset({"auto"}),  # the API has no tool_choice
+        parallel_tool_switch=False,
+        interleaved_tool_arguments=False,
+        structured_methods=frozenset({"json_schema", "json_mode"}),
+        rejects_non_object_tool_parameters=False,
     )
 
     @property
@@ -67,6 +74,15 @@ class OllamaHarness(ModelHarness):
                 stream=request.body.get("stream", True) is True,
                 headers=request.headers,
                 body=request.body,
+                tools=[
+                    {
+                        "name": tool["function"]["name"],
+                        "description": tool["function"].get("description", ""),
+                        "parameters": tool["function"].get("parameters"),
+                    }
+                    for tool in request.body.get("tools") or []
+                ],
+                output_format=request.body.get("format"),
             )
             for request in server.requests
         ]
@@ -455,3 +471,26 @@ def test_to_chunk_ignores_empty_and_unknown_lines() -> None:
     assert _to_chunk(_line(role="assistant", content="")) is None
     assert _to_chunk({"status": "pulling"}) is None
     assert _to_chunk([1, 2]) is None
+
+
+# -- structured output ------------------------------------------------------------------------
+
+
+async def test_structured_output_is_sent_as_format() -> None:
+    schema = {"title": "city", "type": "object", "properties": {"name": {"type": "string"}}}
+    reply = ScriptedReply(text_chunks=['{"name": ', '"Paris"}'])
+    async with OllamaServer([reply]) as server:
+        async with ChatOllama(base_url=server.base_url) as model:
+            answer = await model.with_structured_output(schema).ainvoke("City?")
+            json_mode = model.with_structured_output(schema, method="json_mode")
+            assert await json_mode.ainvoke("City?") == {"name": "Paris"}
+    assert answer == {"name": "Paris"}
+    assert [request.body["format"] for request in server.requests] == [schema, "json"]
+
+
+async def test_a_format_schema_the_server_cannot_compile_is_refused() -> None:
+    schema = {"type": "object", "properties": {"x": {"$ref": "#/$defs/missing"}}}
+    async with OllamaServer([ScriptedReply(text_chunks=["{}"])]) as server:
+        async with ChatOllama(base_url=server.base_url, max_retries=0) as model:
+            with pytest.raises(ServerError, match="invalid JSON schema in format"):
+                await model.with_structured_output(schema).ainvoke("x")

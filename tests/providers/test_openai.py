@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from pydantic import BaseModel
 
 from chatstream.errors import (
     AuthenticationError,
@@ -60,9 +61,37 @@ class OpenAIHarness(ModelHarness):
                 stream=request.body.get("stream") is True,
                 headers=request.headers,
                 body=request.body,
+                **_neutral_tools(request.body),
             )
             for request in server.requests
         ]
+
+
+def _neutral_tools(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's tools, tool choice and answer format in the suite's neutral terms."""
+    tools = [
+        {
+            "name": tool["function"]["name"],
+            "description": tool["function"].get("description", ""),
+            "parameters": tool["function"].get("parameters"),
+        }
+        for tool in body.get("tools") or []
+    ]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = choice["function"]["name"]
+    output: Any = None
+    match body.get("response_format"):
+        case {"type": "json_schema", "json_schema": {"schema": schema}}:
+            output = schema
+        case {"type": "json_object"}:
+            output = "json"
+    return {
+        "tools": tools,
+        "tool_choice": choice,
+        "parallel_tool_calls": body.get("parallel_tool_calls"),
+        "output_format": output,
+    }
 
 
 def _neutral(message: dict[str, Any]) -> dict[str, Any]:
@@ -574,3 +603,55 @@ def test_repr_hides_the_key() -> None:
     assert "sk-very-secret-value" not in repr(model)
     assert "sk-very-secret-value" not in str(model)
     assert "sk-very-secret-value" not in model.model_dump_json()
+
+
+# -- tools and structured output: what only OpenAI's wire has ----------------------------------
+
+
+async def test_strict_schemas_are_closed_and_open_ones_refused() -> None:
+    class City(BaseModel):
+        name: str
+        population: int | None = None
+
+    reply = ScriptedReply(text_chunks=['{"name": "Paris", "population": null}'])
+    async with OpenAIServer([reply], api_key=KEY) as server:
+        async with ChatOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as model:
+            city = await model.with_structured_output(City, strict=True).ainvoke("City?")
+            open_schema = {"title": "c", "type": "object", "properties": {"n": {"type": "string"}}}
+            loose = model.model_copy(
+                update={
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "c", "schema": open_schema, "strict": True},
+                    }
+                }
+            )
+            with pytest.raises(BadRequestError, match="additionalProperties"):
+                await loose.ainvoke("City?")
+    assert city == City(name="Paris")
+    sent = server.requests[0].body["response_format"]["json_schema"]
+    assert sent["strict"] is True
+    assert sent["schema"]["additionalProperties"] is False
+    assert sent["schema"]["required"] == ["name", "population"]
+
+
+async def test_json_mode_needs_the_word_json_as_the_api_does() -> None:
+    async with OpenAIServer([HELLO], api_key=KEY) as server:
+        async with ChatOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as model:
+            structured = model.with_structured_output({"title": "x"}, method="json_mode")
+            with pytest.raises(BadRequestError, match="must contain the word 'json'"):
+                await structured.ainvoke("Hi")
+
+
+async def test_a_named_tool_choice_is_a_function_choice_on_the_wire() -> None:
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    async with OpenAIServer([HELLO], api_key=KEY) as server:
+        async with ChatOpenAI(base_url=server.base_url, api_key=KEY) as model:
+            await model.bind_tools([ping], tool_choice="ping").ainvoke("Hi")
+    assert server.requests[0].body["tool_choice"] == {
+        "type": "function",
+        "function": {"name": "ping"},
+    }
