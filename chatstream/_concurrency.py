@@ -1,9 +1,14 @@
-"""Running many calls at once: a concurrency bound, gathering in order, results as they complete."""
+"""Running many calls at once, lazily: `map_bounded`, the one fan-out every batch call uses.
+
+At most ``limit`` calls are in flight or finished-but-not-yet-consumed at any time, and the
+input is pulled only when a slot frees, so memory stays O(limit) however long the input is.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
 
@@ -11,12 +16,13 @@ from ._compat import BaseExceptionGroup
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
     from anyio.streams.memory import MemoryObjectSendStream
 
-__all__ = ["as_completed", "concurrency_limit", "gather"]
+__all__ = ["Outcome", "concurrency_limit", "map_bounded"]
 
+T = TypeVar("T")
 R = TypeVar("R")
 
 
@@ -32,98 +38,98 @@ def concurrency_limit(max_concurrency: int | None, config: Any) -> int | None:
     return limit
 
 
-async def _run_limited(
-    call: Callable[[], Awaitable[R]], limiter: anyio.CapacityLimiter | None
-) -> R:
-    if limiter is None:
-        return await call()
-    async with limiter:
-        return await call()
+@final
+class Outcome(Generic[R]):
+    """What one call of `map_bounded` gave: its input's index and its result or error."""
+
+    __slots__ = ("error", "index", "value")
+
+    def __init__(self, index: int, value: R | None, error: Exception | None) -> None:
+        self.index = index
+        self.value = value
+        self.error = error
 
 
-@overload
-async def gather(
-    calls: Sequence[Callable[[], Awaitable[R]]],
-    limit: int | None,
-    *,
-    return_exceptions: Literal[False],
-) -> list[R]: ...
-
-
-@overload
-async def gather(
-    calls: Sequence[Callable[[], Awaitable[R]]],
-    limit: int | None,
-    *,
-    return_exceptions: Literal[True],
-) -> list[R | Exception]: ...
-
-
-async def gather(
-    calls: Sequence[Callable[[], Awaitable[R]]], limit: int | None, *, return_exceptions: bool
-) -> list[R] | list[R | Exception]:
-    """Run every call, at most ``limit`` at once; results in call order.
-
-    The first failure cancels the rest and is raised, unless ``return_exceptions`` puts each
-    failure in its place.
-    """
-    results: list[Any] = [None] * len(calls)
-    errors: list[Exception] = []
-    limiter = anyio.CapacityLimiter(limit) if limit is not None else None
-    async with anyio.create_task_group() as group:
-
-        async def one(index: int) -> None:
-            try:
-                results[index] = await _run_limited(calls[index], limiter)
-            except Exception as exc:
-                if return_exceptions:
-                    results[index] = exc
-                else:
-                    errors.append(exc)
-                    group.cancel_scope.cancel()
-
-        for index in range(len(calls)):
-            group.start_soon(one, index)
-    if errors:
-        raise errors[0]
-    return results
+async def _aiterate(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
 
 
 @asynccontextmanager
-async def as_completed(
-    calls: Sequence[Callable[[], Awaitable[R]]], limit: int | None, return_exceptions: bool
-) -> AsyncGenerator[AsyncIterator[tuple[int, R | Exception]], None]:
-    """Run every call, at most ``limit`` at once, yielding ``(index, result)`` as each ends."""
-    # The buffer holds every result, so no call ever waits for the consumer; the stream ends
-    # when the last call's sender closes.
-    send, receive = anyio.create_memory_object_stream[tuple[int, R | Exception]](max(len(calls), 1))
-    limiter = anyio.CapacityLimiter(limit) if limit is not None else None
+async def map_bounded(
+    items: Iterable[T] | AsyncIterable[T],
+    call: Callable[[int, T], Awaitable[R]],
+    limit: int,
+    *,
+    ordered: bool,
+) -> AsyncGenerator[AsyncIterator[Outcome[R]], None]:
+    """Run ``call(index, item)`` for every item, yielding each `Outcome` as it is ready.
 
-    async def one(index: int, sender: MemoryObjectSendStream[tuple[int, R | Exception]]) -> None:
+    ``ordered`` yields in input order (a result waits for those before it, holding its slot);
+    otherwise in completion order. A call's exception is its outcome's ``error``. Leaving the
+    block, however it is left, cancels the calls still running. Use as::
+
+        async with map_bounded(items, call, 8, ordered=False) as outcomes:
+            async for outcome in outcomes:
+                ...
+    """
+    slots = anyio.Semaphore(limit)
+    send, receive = anyio.create_memory_object_stream[Outcome[R]](limit)
+
+    async def one(index: int, item: T, sender: MemoryObjectSendStream[Outcome[R]]) -> None:
         async with sender:
             try:
-                result: R | Exception = await _run_limited(calls[index], limiter)
+                outcome = Outcome(index, await call(index, item), None)
             except Exception as exc:
-                result = exc
-            await sender.send((index, result))
+                outcome = Outcome[R](index, None, exc)
+            await sender.send(outcome)
 
-    async def results() -> AsyncGenerator[tuple[int, R | Exception], None]:
-        async for index, result in receive:
-            if isinstance(result, Exception) and not return_exceptions:
-                raise result
-            yield index, result
+    async def feed(group: anyio.abc.TaskGroup) -> None:
+        async with send:
+            index = 0
+            async with _closing(_aiterate(items)) as source:
+                async for item in source:
+                    await slots.acquire()  # released when the consumer takes an outcome
+                    group.start_soon(one, index, item, send.clone())
+                    index += 1
+
+    async def outcomes() -> AsyncGenerator[Outcome[R], None]:
+        waiting: dict[int, Outcome[R]] = {}
+        following = 0
+        async for outcome in receive:
+            if not ordered:
+                slots.release()
+                yield outcome
+                continue
+            waiting[outcome.index] = outcome
+            while following in waiting:
+                slots.release()
+                yield waiting.pop(following)
+                following += 1
 
     try:
         async with anyio.create_task_group() as group:
-            async with send:
-                for index in range(len(calls)):
-                    group.start_soon(one, index, send.clone())
+            group.start_soon(feed, group)
             try:
                 with receive:
-                    yield results()
+                    yield outcomes()
             finally:
                 group.cancel_scope.cancel()
     except BaseExceptionGroup as group_error:
-        # The calls never raise (their errors travel as results), so the one error in the group
-        # is the caller's own, from the body of the ``async with``: give it back unwrapped.
+        # The calls never raise (errors travel as outcomes); the feeder raises only if the
+        # input iterator does. Give back the one error unwrapped.
         raise group_error.exceptions[0] from None
+
+
+@asynccontextmanager
+async def _closing(source: AsyncIterator[T]) -> AsyncGenerator[AsyncIterator[T], None]:
+    try:
+        yield source
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()

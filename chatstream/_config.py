@@ -24,6 +24,7 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "metadata": dict,
     "callbacks": (list, tuple),
     "max_concurrency": (int, type(None)),
+    "cache": bool,
 }
 """The keys of `chatstream.model.RunConfig` and the types their values must have."""
 
@@ -65,7 +66,7 @@ def check_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
             )
         if key == "callbacks":
             check_handlers(value, "config['callbacks']")
-        elif not isinstance(value, expected) or isinstance(value, bool):
+        elif not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise InputTypeError(
                 f"config[{key!r}] must be {_names(expected)}, got {type(value).__name__}",
                 where=f"config[{key!r}]",

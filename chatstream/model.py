@@ -9,31 +9,40 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, aclosing
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, overload
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from . import runlog, sync
+from . import _batch, _model_tools, _sync_twins, runlog
 from ._compat import Self, TypedDict
-from ._concurrency import as_completed, concurrency_limit, gather
 from ._config import check_config, unknown_setting
+from .cache import Cache, cache_key, cached_stream, get_default_cache
 from .callbacks import Callbacks
-from .errors import ClosedError, InvalidInputError
+from .errors import ClosedError
 from .inputs import LanguageModelInput, to_messages
-from .outputs import LLMResult, RunInfo, token_usage
+from .ratelimit import RateLimiter, estimate_tokens, limited_stream
 from .runs import Run
 from .settings import SettingSpec, resolve, settings_of
 from .streams import ChatStream
 
 if TYPE_CHECKING:
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterable,
+        AsyncIterator,
+        Callable,
+        Iterable,
+        Sequence,
+    )
     from types import TracebackType
     from uuid import UUID
 
     from .messages import AIMessage, AIMessageChunk, BaseMessage
+    from .outputs import LLMResult, RowResult
     from .runlog import RunLog, RunLogPatch
+    from .tools import Tool  # noqa: TC004 - pydantic never evaluates private attributes' annotations
 
 __all__ = ["BaseChatModel", "RunConfig"]
 
@@ -53,6 +62,8 @@ class RunConfig(TypedDict, total=False):
     """Handlers notified of this call, in addition to the model's."""
     max_concurrency: int | None
     """How many calls of a batch run at once (default: all)."""
+    cache: bool
+    """``False``: this call neither reads nor writes the model's response cache."""
 
 
 class BaseChatModel(BaseModel, ABC):
@@ -81,8 +92,16 @@ class BaseChatModel(BaseModel, ABC):
     """Metadata recorded on every run of this model."""
     callbacks: list[Any] = Field(default_factory=list)
     """Handlers notified of every call of this model."""
+    rate_limiter: RateLimiter | None = None
+    """Requests/tokens-per-minute budgets this model's calls wait for (see
+    `chatstream.ratelimit`); share one between models to share the budget."""
+    cache: Cache | bool | None = None
+    """The response cache of this model's calls: a `chatstream.cache.Cache`; ``None`` or
+    ``True`` for the default one (`chatstream.cache.set_default_cache`), if any; ``False``
+    for none. A call opts out with ``config={"cache": False}``."""
 
     _closed: bool = PrivateAttr(default=False)
+    _bound_tools: tuple[Tool, ...] = PrivateAttr(default=())
 
     def __init__(self, /, **data: Any) -> None:
         fields = type(self).model_fields
@@ -167,6 +186,9 @@ class BaseChatModel(BaseModel, ABC):
             tags=[*self.tags, *config.get("tags", ())],
             metadata={**self.metadata, **config.get("metadata", {})},
         )
+        cache = self.cache
+        if cache is not False and config.get("cache", True):
+            run.cache = get_default_cache() if cache is None or cache is True else cache
         handlers = config.get("callbacks")
         if self.callbacks or handlers:
             run.observers.append(Callbacks([*self.callbacks, *(handlers or ())]))
@@ -182,7 +204,7 @@ class BaseChatModel(BaseModel, ABC):
         try:
             if (pending := run.start()) is not None:
                 await pending
-            stream = self._astream(run.messages, **run.settings)
+            stream = self._open_stream(run)
             # The run is the current one only while the provider works, so that calls it
             # makes become its children; the caller's context never sees it.
             token = run.enter()
@@ -216,6 +238,21 @@ class BaseChatModel(BaseModel, ABC):
                 await aclose()
         if (pending := run.end()) is not None:
             await pending
+
+    def _open_stream(self, run: Run) -> AsyncIterator[AIMessageChunk]:
+        """The provider's stream for ``run``, or the recorded one when the cache has it."""
+        open_stream: Callable[[], AsyncIterator[AIMessageChunk]]
+        open_stream = partial(self._astream, run.messages, **run.settings)
+        limiter = self.rate_limiter
+        if limiter is not None:
+            texts = [message.text for message in run.messages]
+            tokens = estimate_tokens(texts, run.settings.get("max_tokens"))
+            open_stream = partial(limited_stream, limiter, tokens, open_stream)
+        cache = run.cache
+        if cache is None:
+            return open_stream()
+        key = cache_key(type(self).__name__, self.model_name, run.settings, run.messages)
+        return cached_stream(cache, key, open_stream)  # a hit spends no rate-limit budget
 
     def astream(
         self,
@@ -330,6 +367,42 @@ class BaseChatModel(BaseModel, ABC):
 
     # -- many calls -------------------------------------------------------------------------
 
+    def amap(
+        self,
+        inputs: Iterable[LanguageModelInput] | AsyncIterable[LanguageModelInput],
+        *,
+        max_concurrency: int,
+        ordered: bool = False,
+        return_exceptions: bool = True,
+        stop: list[str] | str | None = None,
+        config: RunConfig | None = None,
+        **params: Any,
+    ) -> AbstractAsyncContextManager[AsyncIterator[RowResult]]:
+        """Answer every input, at most ``max_concurrency`` at once, yielding a `RowResult` each.
+
+        ``inputs`` may be any iterable or async iterable, read lazily: an input is taken only
+        when a call may start, so memory stays O(``max_concurrency``) however long the input
+        (a generator of a million prompts is fine). Rows come as calls complete, or in input
+        order with ``ordered=True`` (a finished row then waits for those before it, holding
+        its place). A failed call is a row with ``error`` (and the partial answer), unless
+        ``return_exceptions=False`` makes the first failure raise. It is a context manager, so
+        that the calls still running are cancelled when the block ends, however it ends::
+
+            async with model.amap(prompts, max_concurrency=16) as rows:
+                async for row in rows:
+                    print(row.index, row.ok, row.message and row.message.text, row.usage)
+        """
+        return _batch.amap(
+            self,
+            inputs,
+            max_concurrency=max_concurrency,
+            ordered=ordered,
+            return_exceptions=return_exceptions,
+            stop=stop,
+            config=config,
+            params=params,
+        )
+
     @overload
     async def abatch(
         self,
@@ -364,17 +437,21 @@ class BaseChatModel(BaseModel, ABC):
         return_exceptions: bool = False,
         **params: Any,
     ) -> list[AIMessage] | list[AIMessage | Exception]:
-        """Answer every input concurrently; results keep the input order.
+        """Answer every input concurrently; results keep the input order (`amap`, collected).
 
-        At most ``max_concurrency`` calls (or ``config["max_concurrency"]``) run at once. The
-        first failure cancels the rest and is raised, unless ``return_exceptions`` puts each
-        failure in its place in the results.
+        At most ``max_concurrency`` calls (or ``config["max_concurrency"]``; default: all)
+        run at once. The first failure cancels the rest and is raised, unless
+        ``return_exceptions`` puts each failure in its place in the results.
         """
-        calls = self._batch_calls(inputs, stop, config, params)
-        limit = concurrency_limit(max_concurrency, config)
-        if return_exceptions:
-            return await gather(calls, limit, return_exceptions=True)
-        return await gather(calls, limit, return_exceptions=False)
+        return await _batch.abatch(
+            self,
+            inputs,
+            max_concurrency=max_concurrency,
+            return_exceptions=return_exceptions,
+            stop=stop,
+            config=config,
+            params=params,
+        )
 
     def abatch_as_completed(
         self,
@@ -395,36 +472,15 @@ class BaseChatModel(BaseModel, ABC):
                 async for index, answer in results:
                     ...
         """
-        calls = self._batch_calls(inputs, stop, config, params)
-        return as_completed(calls, concurrency_limit(max_concurrency, config), return_exceptions)
-
-    def _batch_calls(
-        self,
-        inputs: Sequence[LanguageModelInput],
-        stop: list[str] | str | None,
-        config: RunConfig | None,
-        params: dict[str, Any],
-    ) -> list[Callable[[], Awaitable[AIMessage]]]:
-        if isinstance(inputs, str) or not isinstance(inputs, Sequence):
-            raise InvalidInputError(
-                f"expected a list of inputs, got {type(inputs).__name__}", where="inputs"
-            )
-        return [
-            partial(self._invoke_at, item, f"inputs[{i}]", stop, config, params)
-            for i, item in enumerate(inputs)
-        ]
-
-    async def _invoke_at(
-        self,
-        input: LanguageModelInput,
-        where: str,
-        stop: list[str] | str | None,
-        config: RunConfig | None,
-        params: dict[str, Any],
-    ) -> AIMessage:
-        run = self._start(input, stop, config, params, where=where)
-        await self._drain(run)
-        return run.final_message()
+        return _batch.as_completed(
+            self,
+            inputs,
+            max_concurrency=max_concurrency,
+            return_exceptions=return_exceptions,
+            stop=stop,
+            config=config,
+            params=params,
+        )
 
     async def agenerate(
         self,
@@ -441,27 +497,7 @@ class BaseChatModel(BaseModel, ABC):
         ``llm_output`` with the summed ``token_usage`` and the ``model_name``, and one `RunInfo`
         per input. ``ainvoke`` returns the first choice.
         """
-        if isinstance(messages, str) or not isinstance(messages, Sequence):
-            raise InvalidInputError(
-                f"expected a list of inputs, got {type(messages).__name__}", where="messages"
-            )
-        runs = [
-            self._start(item, stop, config, params, where=f"messages[{i}]")
-            for i, item in enumerate(messages)
-        ]
-        calls = [partial(self._drain, run) for run in runs]
-        await gather(calls, concurrency_limit(None, config), return_exceptions=False)
-        reported = [run.output.response_metadata.get("model_name") for run in runs]
-        return LLMResult(
-            generations=[run.final_output.generations[0] for run in runs],
-            llm_output={
-                "token_usage": token_usage(
-                    output.usage_metadata for run in runs for output in run.outputs
-                ),
-                "model_name": next((name for name in reported if name), self.model_name),
-            },
-            run=[RunInfo(run_id=run.id) for run in runs],
-        )
+        return await _batch.agenerate(self, messages, stop=stop, config=config, params=params)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -482,125 +518,23 @@ class BaseChatModel(BaseModel, ABC):
     ) -> None:
         await self.aclose()
 
-    # -- sync twins: each only hands its async twin to the bridge ----------------------------
+    # -- sync twins: each only hands its async twin to the bridge (chatstream._sync_twins) -
 
-    def invoke(
-        self,
-        input: LanguageModelInput,
-        *,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        **params: Any,
-    ) -> AIMessage:
-        """Sync `ainvoke`: the whole answer as one `AIMessage`."""
-        return sync.run(partial(self.ainvoke, input, stop=stop, config=config, **params))
+    invoke = _sync_twins.invoke
+    stream = _sync_twins.stream
+    stream_log = _sync_twins.stream_log
+    map = _sync_twins.map
+    batch = _sync_twins.batch
+    batch_as_completed = _sync_twins.batch_as_completed
+    generate = _sync_twins.generate
+    close = _sync_twins.close
+    __call__ = _sync_twins.invoke
 
-    __call__ = invoke
+    # -- tools and structured output (chatstream._model_tools) ------------------------------
 
-    def stream(
-        self,
-        input: LanguageModelInput,
-        *,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        **params: Any,
-    ) -> Iterator[AIMessageChunk]:
-        """Sync `astream`: chunks as they arrive; closing the iterator stops the call."""
-        return sync.iterate(partial(self.astream, input, stop=stop, config=config, **params))
+    bind_tools = _model_tools.bind_tools
+    with_structured_output = _model_tools.with_structured_output
+    tool_loop = _model_tools.tool_loop
 
-    def stream_log(
-        self,
-        input: LanguageModelInput,
-        *,
-        diff: bool = True,
-        with_streamed_output_list: bool = True,
-        include_names: Sequence[str] | None = None,
-        include_types: Sequence[str] | None = None,
-        include_tags: Sequence[str] | None = None,
-        exclude_names: Sequence[str] | None = None,
-        exclude_types: Sequence[str] | None = None,
-        exclude_tags: Sequence[str] | None = None,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        **params: Any,
-    ) -> Iterator[RunLogPatch | RunLog]:
-        """Sync `astream_log`."""
-        # The same signature as astream_log: hand over every argument as it came.
-        options = {key: value for key, value in locals().items() if key not in _NOT_OPTIONS}
-        return sync.iterate(partial(self.astream_log, input, **options, **params))
-
-    @overload
-    def batch(
-        self,
-        inputs: Sequence[LanguageModelInput],
-        *,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        max_concurrency: int | None = None,
-        return_exceptions: Literal[False] = False,
-        **params: Any,
-    ) -> list[AIMessage]: ...
-
-    @overload
-    def batch(
-        self,
-        inputs: Sequence[LanguageModelInput],
-        *,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        max_concurrency: int | None = None,
-        return_exceptions: Literal[True],
-        **params: Any,
-    ) -> list[AIMessage | Exception]: ...
-
-    def batch(
-        self,
-        inputs: Sequence[LanguageModelInput],
-        *,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        max_concurrency: int | None = None,
-        return_exceptions: bool = False,
-        **params: Any,
-    ) -> list[AIMessage] | list[AIMessage | Exception]:
-        """Sync `abatch`."""
-        call = partial(self.abatch, inputs, stop=stop, config=config, **params)
-        return sync.run(
-            partial(call, max_concurrency=max_concurrency, return_exceptions=return_exceptions)
-        )
-
-    def batch_as_completed(
-        self,
-        inputs: Sequence[LanguageModelInput],
-        *,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        max_concurrency: int | None = None,
-        return_exceptions: bool = False,
-        **params: Any,
-    ) -> Iterator[tuple[int, AIMessage | Exception]]:
-        """Sync `abatch_as_completed`: ``(index, result)`` pairs as each call completes."""
-        call = partial(self.abatch_as_completed, inputs, stop=stop, config=config, **params)
-        return sync.iterate(
-            partial(call, max_concurrency=max_concurrency, return_exceptions=return_exceptions)
-        )
-
-    def generate(
-        self,
-        messages: Sequence[LanguageModelInput],
-        *,
-        stop: list[str] | str | None = None,
-        config: RunConfig | None = None,
-        **params: Any,
-    ) -> LLMResult:
-        """Sync `agenerate`."""
-        return sync.run(partial(self.agenerate, messages, stop=stop, config=config, **params))
-
-    def close(self) -> None:
-        """Sync `aclose`."""
-        sync.run(self.aclose)
-
-
-_NOT_OPTIONS = frozenset({"self", "input", "params"})
 
 _NO_CONFIG: RunConfig = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 from uuid import UUID
 
@@ -12,7 +13,14 @@ from .messages import AIMessage, AIMessageChunk, UsageMetadata, merge_chunks
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["ChatGeneration", "ChatGenerationChunk", "LLMResult", "RunInfo", "token_usage"]
+__all__ = [
+    "ChatGeneration",
+    "ChatGenerationChunk",
+    "LLMResult",
+    "RowResult",
+    "RunInfo",
+    "token_usage",
+]
 
 
 @final
@@ -103,3 +111,43 @@ def token_usage(usages: Iterable[UsageMetadata | None]) -> dict[str, int]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RowResult:
+    """The outcome of one input of `BaseChatModel.amap` (and of a provider Batch API job).
+
+    A plain frozen dataclass: a million of them cost a fraction of pydantic models.
+    """
+
+    index: int
+    """The input's position."""
+    message: AIMessage | None
+    """The answer; on failure, the partial answer if some of it had arrived."""
+    error: Exception | None = None
+    """Why the call failed, or ``None``."""
+    run_id: UUID | None = None
+    """The call's run (``None`` when the input could not even start one)."""
+    usage: UsageMetadata | None = None
+    """The call's token usage."""
+    start_time: float | None = None
+    """When the call started (seconds since the epoch)."""
+    first_token_time: float | None = None
+    """When its first chunk arrived."""
+    end_time: float | None = None
+    """When it ended."""
+    attempts: int = 1
+    """How many times it was sent: 1, plus its retries."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the call succeeded."""
+        return self.error is None
+
+    @property
+    def latency(self) -> float | None:
+        """Seconds from start to end."""
+        if self.start_time is None or self.end_time is None:
+            return None
+        return self.end_time - self.start_time

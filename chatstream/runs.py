@@ -159,6 +159,8 @@ class Run:
     """Who is told about this run as it happens."""
     attempts: int = 0
     """HTTP requests sent for this call, retries included (0 for a model that sends none)."""
+    cache: Any = None
+    """The response cache this call reads and writes (a `chatstream.cache.Cache`), if any."""
     _outputs: list[AIMessageChunk] | None = None
     _final_output: LLMResult | None = None
     _id: UUID | None = None

@@ -31,6 +31,8 @@ from ..transport.http import HTTPClient, Timeout, error_class, redact
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
+    from ..ratelimit import RateLimiter
+
 __all__ = [
     "URL",
     "ErrorEvent",
@@ -305,16 +307,21 @@ class _TransportSettings(Protocol):
     def max_retries(self) -> int: ...
     @property
     def max_connections(self) -> int: ...
+    @property
+    def rate_limiter(self) -> RateLimiter | None: ...
 
 
 def http_client(provider: str, settings: _TransportSettings) -> HTTPClient:
-    """The HTTP client of a model, from its ``timeout``, ``max_retries`` and ``max_connections``.
+    """The HTTP client of a model, from its transport settings and its rate limiter.
 
-    No connection is opened until the first request.
+    The limiter, if any, is told of every response. No connection is opened until the first
+    request.
     """
+    limiter = settings.rate_limiter
     return HTTPClient(
         provider=provider,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
         max_connections=settings.max_connections,
+        on_response=None if limiter is None else limiter.observe,
     )

@@ -29,7 +29,7 @@ from ._retry import RetryPolicy, parse_retry_after, should_retry_status
 from ._session import ConnectionUse, PoolStats, SessionPool, Timeout
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from types import TracebackType
 
     from chatstream._compat import Self
@@ -83,6 +83,8 @@ class HTTPClient:
             resent once at once, on top of these and without a backoff.
         max_connections: Pool size per event loop.
         retry: A full retry policy; overrides ``max_retries``.
+        on_response: Told the status and headers of every response (a rate limiter adapts
+            to the server's remaining budgets and its 429s).
     """
 
     def __init__(
@@ -93,9 +95,11 @@ class HTTPClient:
         max_retries: int = 2,
         max_connections: int = 100,
         retry: RetryPolicy | None = None,
+        on_response: Callable[[int, Mapping[str, str]], None] | None = None,
     ) -> None:
         self.provider = provider
         self.retry = retry if retry is not None else RetryPolicy(max_retries=max_retries)
+        self.on_response = on_response
         self._pool = SessionPool(timeout=timeout or Timeout(), max_connections=max_connections)
 
     def open_stream(
@@ -240,6 +244,8 @@ class HTTPClient:
                 delay = policy.delay(retry, None, now=time.time())
                 cause: BaseException = exc
             else:
+                if self.on_response is not None:
+                    self.on_response(response.status, response.headers)
                 if response.status < 300:
                     return response
                 error = await self._status_error(response, url, secrets)
