@@ -1,4 +1,4 @@
-"""The ``chatstream`` command: ask, chat, print a run log, read traces.
+"""The ``chatstream`` command: ask, chat, print a run log, read traces, run a provider batch.
 
 Errors print one line and exit non-zero (``--debug`` shows the traceback). The model comes from
 ``--provider``/``--model``/``--base-url`` or the selection order of `create_chat_model`.
@@ -121,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     log.add_argument("question", help="the question")
     _model_options(log)
     _traces_parser(commands.add_parser("traces", help="read the tracing store (default: list)"))
+    from .batch._cli import add_parser as add_batch_parser
+
+    add_batch_parser(commands, _model_options)
     return parser
 
 
@@ -257,7 +260,13 @@ def _traces(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"ask": _ask, "chat": _chat, "log": _log, "traces": _traces}
+def _batch(args: argparse.Namespace) -> int:
+    from .batch._cli import run
+
+    return run(args, lambda args: _model(args)[0])
+
+
+_COMMANDS = {"ask": _ask, "chat": _chat, "log": _log, "traces": _traces, "batch": _batch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

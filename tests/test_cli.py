@@ -252,6 +252,10 @@ def test_every_argument_and_option_has_help() -> None:
         "chatstream traces",
         "chatstream traces list",
         "chatstream traces show",
+        "chatstream batch",
+        "chatstream batch submit",
+        "chatstream batch status",
+        "chatstream batch collect",
     ]
     missing = [
         f"{parser.prog}: {action.dest}"
