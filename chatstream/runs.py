@@ -165,6 +165,9 @@ class Run:
     _final_output: LLMResult | None = None
     _id: UUID | None = None
     _last_id: str | None = None  # the message id of the last chunk kept whole
+    # Which items stand for a chunk that repeated that id (1) rather than had none (0); made
+    # at the first such chunk. Bytes: a flag per chunk that the collector never scans.
+    _repeats: bytearray | None = None
 
     @property
     def id(self) -> UUID:
@@ -190,7 +193,18 @@ class Run:
     @property
     def chunks(self) -> list[AIMessageChunk]:
         """Every chunk streamed so far, in order (rebuilt from `items` on each call)."""
-        return [AIMessageChunk(item) if isinstance(item, str) else item for item in self.items]
+        chunks: list[AIMessageChunk] = []
+        repeats = self._repeats
+        last_id = None
+        for position, item in enumerate(self.items):
+            if not isinstance(item, str):
+                chunks.append(item)
+                last_id = item.id or last_id
+            elif repeats is not None and repeats[position]:
+                chunks.append(AIMessageChunk(item, id=last_id))
+            else:
+                chunks.append(AIMessageChunk(item))
+        return chunks
 
     @property
     def chunk_count(self) -> int:
@@ -298,9 +312,16 @@ class Run:
             and chunk.name is None
             and type(chunk.content) is str
         )
+        repeats = self._repeats
         if plain:
+            if chunk_id is not None and repeats is None:
+                repeats = self._repeats = bytearray(len(self.items))
+            if repeats is not None:
+                repeats.append(chunk_id is not None)
             self.items.append(chunk.content)  # type: ignore[arg-type]  # plain: content is a str
         else:
+            if repeats is not None:
+                repeats.append(0)
             self.items.append(chunk)
             if chunk_id is not None:
                 self._last_id = chunk_id
