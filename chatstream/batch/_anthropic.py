@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidInputError, ProviderError
 from ..messages import AIMessageChunk, merge_chunks
-from ..providers._common import http_client, request_target, require_key, stream_error
+from ..providers._common import http_client, request_target, stream_error
 from ..providers.anthropic import PROVIDER, ChatAnthropic, _StreamState, _to_wire
 from ..transport.ndjson import NDJSONDecoder
 from ._backend import missing_result, row_result
@@ -169,19 +169,9 @@ class AnthropicBatches:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _target(self, path: str) -> tuple[str, dict[str, str], tuple[str, ...]]:
-        model = self.model
-        key = require_key(
-            model.api_key,
-            provider=PROVIDER,
-            hint="no Anthropic API key: set the ANTHROPIC_API_KEY environment variable or "
-            "pass ChatAnthropic(api_key=...)",
-        )
-        headers = {
-            "x-api-key": key,
-            "anthropic-version": model.anthropic_version,
-            "Accept": "application/json",
-        }
-        return request_target(model.base_url, path, headers, model.default_headers, (key,))
+        url, headers, scrub = self.model._target(path, accept="application/json")
+        headers.pop("Content-Type")  # set per request, when there is a body
+        return url, headers, scrub
 
     async def _call(self, method: str, path: str, *, data: bytes | None = None) -> dict[str, Any]:
         url, headers, scrub = self._target(path)

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, final
 
 from ..errors import InvalidInputError, ProviderError
 from ..messages import AIMessageChunk
-from ..providers._common import http_client, request_target, require_key
-from ..providers.openai import DEFAULT_BASE_URL, ChatOpenAI, _to_chunk, _to_wire, _usage
+from ..providers._common import http_client
 from ..providers.openai import PROVIDER as PROVIDER
+from ..providers.openai import ChatOpenAI, _to_chunk, _to_wire, _usage
 from ..transport.http import error_class
 from ..transport.ndjson import NDJSONDecoder
 from ._backend import missing_result, row_result
@@ -179,21 +179,9 @@ class OpenAIBatches:
     # -- HTTP ---------------------------------------------------------------------------------
 
     def _target(self, path: str) -> tuple[str, dict[str, str], tuple[str, ...]]:
-        model = self.model
-        headers = {"Accept": "application/json"}
-        key = model.api_key.get_secret_value() if model.api_key is not None else ""
-        if key or model.base_url.rstrip("/") == DEFAULT_BASE_URL:
-            key = require_key(
-                model.api_key,
-                provider=PROVIDER,
-                hint="no OpenAI API key: set the OPENAI_API_KEY environment variable or pass "
-                "ChatOpenAI(api_key=...) (a local server at base_url needs none)",
-            )
-            headers["Authorization"] = f"Bearer {key}"
-        if model.organization:
-            headers["OpenAI-Organization"] = model.organization
-        found = (key,) if key else ()
-        return request_target(model.base_url, path, headers, model.default_headers, found)
+        url, headers, scrub = self.model._target(path, accept="application/json")
+        headers.pop("Content-Type")  # set per request: JSON, or a multipart upload
+        return url, headers, scrub
 
     async def _call(self, method: str, path: str, *, json: Any = None) -> dict[str, Any]:
         url, headers, scrub = self._target(path)

@@ -522,7 +522,13 @@ class ChatAnthropic(BaseChatModel):
         """Connection counts of this model's pool on the running event loop."""
         return self._client.stats()
 
-    def _target(self) -> tuple[str, dict[str, str], tuple[str, ...]]:
+    def _target(
+        self, path: str = "/v1/messages", *, accept: str = "text/event-stream"
+    ) -> tuple[str, dict[str, str], tuple[str, ...]]:
+        """The URL of ``path``, the credential headers and the secrets to scrub.
+
+        `chatstream.batch` uses it too, for the provider's other endpoints.
+        """
         key = require_key(
             self.api_key,
             provider=PROVIDER,
@@ -533,9 +539,9 @@ class ChatAnthropic(BaseChatModel):
             "x-api-key": key,
             "anthropic-version": self.anthropic_version,
             "Content-Type": "application/json",
-            "Accept": "text/event-stream",
+            "Accept": accept,
         }
-        return request_target(self.base_url, "/v1/messages", headers, self.default_headers, (key,))
+        return request_target(self.base_url, path, headers, self.default_headers, (key,))
 
     @override
     async def _astream(

@@ -462,8 +462,14 @@ class ChatOpenAI(BaseChatModel):
         """Connection counts of this model's pool on the running event loop."""
         return self._state.client.stats()
 
-    def _target(self) -> tuple[str, dict[str, str], tuple[str, ...]]:
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    def _target(
+        self, path: str = "/chat/completions", *, accept: str = "text/event-stream"
+    ) -> tuple[str, dict[str, str], tuple[str, ...]]:
+        """The URL of ``path``, the credential headers and the secrets to scrub.
+
+        `chatstream.batch` uses it too, for the provider's other endpoints.
+        """
+        headers = {"Content-Type": "application/json", "Accept": accept}
         key = self.api_key.get_secret_value() if self.api_key is not None else ""
         if key or self.base_url.rstrip("/") == DEFAULT_BASE_URL:
             key = require_key(
@@ -476,9 +482,7 @@ class ChatOpenAI(BaseChatModel):
         if self.organization:
             headers["OpenAI-Organization"] = self.organization
         secrets = (key,) if key else ()
-        return request_target(
-            self.base_url, "/chat/completions", headers, self.default_headers, secrets
-        )
+        return request_target(self.base_url, path, headers, self.default_headers, secrets)
 
     @override
     async def _astream(
