@@ -13,7 +13,8 @@ import contextlib
 import contextvars
 import os
 import threading
-from typing import TYPE_CHECKING, TypeVar
+from collections import deque
+from typing import TYPE_CHECKING, Generic, TypeVar, final
 
 import anyio
 import anyio.lowlevel
@@ -26,13 +27,12 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
     from anyio.from_thread import BlockingPortal
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["iterate", "run"]
 
 T = TypeVar("T")
 
-_BUFFER = 256
+_BUFFER = 1024
 """Chunks a sync ``stream`` may hold before the producer waits for the consumer."""
 
 _IDLE_TURNS = 3
@@ -113,10 +113,68 @@ def run(func: Callable[[], Awaitable[T]]) -> T:
         raise
 
 
+@final
+class _Handoff(Generic[T]):
+    """Items going from the producer task to the consumer, both on the bridge's loop.
+
+    Bounded: the producer waits once ``_BUFFER`` items wait. A deque and two events instead
+    of a memory object stream: per item that is an append, where the stream's send and
+    receive cost most of what a sync ``stream`` added to ``astream``.
+    """
+
+    __slots__ = ("_ready", "_room", "ended", "items")
+
+    def __init__(self) -> None:
+        self.items: deque[T] = deque()
+        self.ended = False
+        self._ready: anyio.Event | None = None  # set while the consumer waits for an item
+        self._room: anyio.Event | None = None  # set while the producer waits for room
+
+    async def put(self, item: T) -> None:
+        """Hand ``item`` over, waiting while the buffer is full."""
+        items = self.items
+        items.append(item)
+        if self._ready is not None:
+            self._ready.set()
+        if len(items) >= _BUFFER:
+            room = self._room = anyio.Event()
+            await room.wait()
+
+    def end(self) -> None:
+        """No more items will come."""
+        self.ended = True
+        if self._ready is not None:
+            self._ready.set()
+
+    async def take(self) -> tuple[list[T], bool]:
+        """What is ready (waiting for one item), and whether the stream ended with it.
+
+        One trip across threads costs 100-300 µs here, so a fast producer gets a few turns
+        of the loop to add more; a slow one (a network) ends the batch at once. The end of
+        the stream travels with the last batch, saving a trip.
+        """
+        items = self.items
+        while not items and not self.ended:
+            ready = self._ready = anyio.Event()
+            await ready.wait()
+            self._ready = None
+        idle = 0
+        while len(items) < _BUFFER and idle < _IDLE_TURNS and not self.ended:
+            before = len(items)
+            await anyio.lowlevel.checkpoint()
+            idle = 0 if len(items) > before else idle + 1
+        batch = list(items)
+        items.clear()
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+        return batch, self.ended
+
+
 async def _produce(
     context: contextvars.Context,
     open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterator[T]]],
-    send: MemoryObjectSendStream[T],
+    handoff: _Handoff[T],
     *,
     task_status: TaskStatus[anyio.CancelScope],
 ) -> None:
@@ -124,43 +182,18 @@ async def _produce(
         task_status.started(scope)
 
         async def pump() -> None:
-            async with send, open_stream() as stream:
-                async for item in stream:
-                    # Bounded all the same: a full buffer makes the producer await send(). Not
-                    # yielding while there is room saves one loop turn per chunk, which was
-                    # most of the cost of a sync stream.
-                    try:
-                        send.send_nowait(item)
-                    except anyio.WouldBlock:
-                        await send.send(item)
+            try:
+                async with open_stream() as stream:
+                    async for item in stream:
+                        await handoff.put(item)
+            finally:
+                handoff.end()
 
         await _in_context(context, pump)
 
 
-async def _receive_batch(receive: MemoryObjectReceiveStream[T]) -> tuple[list[T], bool]:
-    # One trip across threads costs 100-300 µs here, so take what is ready and give a fast
-    # producer a few turns of the loop to add more; a slow producer (a network) ends the batch
-    # at once. The end of the stream travels with the last batch, saving a trip.
-    batch: list[T] = []
-    idle = 0
-    try:
-        batch.append(await receive.receive())
-        while len(batch) < _BUFFER and idle < _IDLE_TURNS:
-            try:
-                batch.append(receive.receive_nowait())
-                idle = 0
-            except anyio.WouldBlock:
-                idle += 1
-                await anyio.lowlevel.checkpoint()
-    except anyio.EndOfStream:
-        receive.close()
-        return batch, True
-    return batch, False
-
-
-async def _stop(scope: anyio.CancelScope, receive: MemoryObjectReceiveStream[T]) -> None:
+async def _stop(scope: anyio.CancelScope) -> None:
     scope.cancel()
-    receive.close()
 
 
 def iterate(
@@ -169,20 +202,20 @@ def iterate(
     """Iterate ``async with open_stream() as s: async for item in s`` on the bridge's loop.
 
     The whole async iteration runs in one task on the bridge's loop and hands items over a
-    bounded memory stream. Closing the returned generator (``break``, ``close()``, garbage
+    bounded buffer. Closing the returned generator (``break``, ``close()``, garbage
     collection) cancels that task, which closes the async stream.
     """
     portal = _get_portal()
-    send, receive = anyio.create_memory_object_stream[T](_BUFFER)
-    future, scope = portal.start_task(_produce, contextvars.copy_context(), open_stream, send)
+    handoff: _Handoff[T] = _Handoff()
+    future, scope = portal.start_task(_produce, contextvars.copy_context(), open_stream, handoff)
     ended = False
     try:
         while not ended:
-            batch, ended = portal.call(_receive_batch, receive)
+            batch, ended = portal.call(handoff.take)
             yield from batch
         future.result()  # the producer's error, if it failed
     finally:
         if not ended:  # the caller stopped early: cancel the producer and wait for its cleanup
-            portal.call(_stop, scope, receive)
+            portal.call(_stop, scope)
             with contextlib.suppress(Exception):
                 future.result()

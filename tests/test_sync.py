@@ -199,3 +199,33 @@ def test_bridge_runs_on_one_daemon_thread() -> None:
     bridges = [t for t in threading.enumerate() if t.name == "chatstream-sync"]
     assert len(bridges) == 1
     assert bridges[0].daemon
+
+
+class Counting(BaseChatModel):
+    """Streams as fast as it may, counting what it has produced."""
+
+    produced: int = 0
+
+    async def _astream(
+        self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+    ) -> AsyncIterator[AIMessageChunk]:
+        for _ in range(20_000):
+            self.produced += 1
+            yield AIMessageChunk("x")
+
+
+def test_a_sync_stream_is_bounded_and_closes_when_dropped() -> None:
+    import time
+
+    from chatstream.sync import _BUFFER
+
+    model = Counting()
+    stream = model.stream("q")
+    next(stream)
+    time.sleep(0.2)  # a slow consumer: the producer must stop at the bound, not run ahead
+    assert model.produced <= 2 * _BUFFER + 1
+    stream.close()
+    produced = model.produced
+    time.sleep(0.05)
+    assert model.produced == produced  # closed: nothing runs on
+    assert produced < 20_000
