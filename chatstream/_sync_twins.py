@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from . import sync
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
+    from collections.abc import AsyncIterable, Generator, Iterable, Sequence
 
     from .inputs import LanguageModelInput
     from .messages import AIMessage, AIMessageChunk
@@ -54,7 +54,7 @@ def stream(
     stop: list[str] | str | None = None,
     config: RunConfig | None = None,
     **params: Any,
-) -> Iterator[AIMessageChunk]:
+) -> Generator[AIMessageChunk, None, None]:
     """Sync `astream`: chunks as they arrive; closing the iterator stops the call."""
     return sync.iterate(partial(self.astream, input, stop=stop, config=config, **params))
 
@@ -74,7 +74,7 @@ def stream_log(
     stop: list[str] | str | None = None,
     config: RunConfig | None = None,
     **params: Any,
-) -> Iterator[RunLogPatch | RunLog]:
+) -> Generator[RunLogPatch | RunLog, None, None]:
     """Sync `astream_log`."""
     # The same signature as astream_log: hand over every argument as it came.
     options = {key: value for key, value in locals().items() if key not in _NOT_OPTIONS}
@@ -91,7 +91,7 @@ def map(
     stop: list[str] | str | None = None,
     config: RunConfig | None = None,
     **params: Any,
-) -> Iterator[RowResult]:
+) -> Generator[RowResult, None, None]:
     """Sync `amap`: a `RowResult` per input; closing the iterator cancels what still runs."""
     call = partial(self.amap, inputs, max_concurrency=max_concurrency, ordered=ordered)
     return sync.iterate(
@@ -151,7 +151,7 @@ def batch_as_completed(
     max_concurrency: int | None = None,
     return_exceptions: bool = False,
     **params: Any,
-) -> Iterator[tuple[int, AIMessage | Exception]]:
+) -> Generator[tuple[int, AIMessage | Exception], None, None]:
     """Sync `abatch_as_completed`: ``(index, result)`` pairs as each call completes."""
     call = partial(self.abatch_as_completed, inputs, stop=stop, config=config, **params)
     return sync.iterate(

@@ -18,7 +18,7 @@ from .runs import Run
 from .tools import arun_tools
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Iterator, Sequence
+    from collections.abc import AsyncGenerator, Awaitable, Generator, Sequence
 
     from .inputs import LanguageModelInput
     from .model import BaseChatModel, RunConfig
@@ -160,7 +160,7 @@ class ToolLoop:
 
     def stream(
         self, input: LanguageModelInput, *, config: RunConfig | None = None, **params: Any
-    ) -> Iterator[LoopEvent]:
+    ) -> Generator[LoopEvent, None, None]:
         """Sync `astream`."""
         return sync.iterate(lambda: aclosing(self.astream(input, config=config, **params)))
 

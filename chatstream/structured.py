@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
@@ -212,7 +212,7 @@ class StructuredOutput(Generic[T]):
 
     def stream(
         self, input: LanguageModelInput, *, config: RunConfig | None = None, **params: Any
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """Sync `astream`."""
         return sync.iterate(lambda: aclosing(self.astream(input, config=config, **params)))
 
