@@ -51,6 +51,18 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def faults(session: nox.Session) -> None:
+    """The fault suite over real sockets: cancellation, broken streams, storms, 2,000 streams.
+
+    `tests/faults` is left out of the plain ``pytest`` run (``collect_ignore`` in
+    tests/conftest.py) and runs here; it needs no local model. Its figures are printed at the
+    end and written to tests/faults/results/latest.json.
+    """
+    session.install("-e", ".[dev]")
+    session.run("pytest", "tests/faults", *session.posargs)
+
+
+@nox.session
 def examples(session: nox.Session) -> None:
     """Run every example non-interactively on the offline default (no API key)."""
     install_local(session)
@@ -69,3 +81,16 @@ def bench(session: nox.Session) -> None:
     install_local(session)  # section 7 compares ChatLlamaCpp with llama-cpp-python itself
     session.install("langchain-core>=1.7", "langchain-openai>=1.7", "openai>=3.54")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """Ray Data tests on a 2-CPU local cluster: the only session that installs Ray.
+
+    ``nox -s ray -- bench [--quick]`` runs benchmarks/ray_throughput.py instead (printed only).
+    """
+    session.install("-e", ".[dev,ray]")
+    if session.posargs[:1] == ["bench"]:
+        session.run("python", "-m", "benchmarks.ray_throughput", *session.posargs[1:])
+        return
+    session.run("pytest", "tests/ray", *session.posargs, env={"CHATSTREAM_RAY_TESTS": "1"})

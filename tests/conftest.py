@@ -11,6 +11,11 @@ from chatstream import AIMessageChunk, BaseChatModel, BaseMessage
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
+# The fault suite has a session of its own (`nox -s faults`, or `pytest tests/faults`: a path
+# given explicitly is still collected), so the main run does not repeat its 2,000-stream and
+# kill -9 scenarios.
+collect_ignore = ["faults"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_blocking: the test blocks its event loop on purpose")

@@ -110,10 +110,21 @@ def encode_event(event: SSEEvent, faults: Faults) -> bytes:
 
 def _split_json_line(data: str) -> list[str]:
     # A newline between JSON tokens is whitespace, so the joined lines still parse as JSON.
-    cut = data.find(',"')
-    if not data.startswith("{") or cut < 0:
+    # The cut goes after the first comma *between* tokens that precedes a key: a string may
+    # hold ',"' itself (any string ending in a comma), and a newline there breaks the JSON.
+    if not data.startswith("{"):
         return [data]
-    return [data[: cut + 1], data[cut + 1 :]]
+    in_string = escaped = False
+    for index, char in enumerate(data):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = in_string
+        elif char == '"':
+            in_string = not in_string
+        elif char == "," and not in_string and data.startswith('"', index + 1):
+            return [data[: index + 1], data[index + 1 :]]
+    return [data]
 
 
 @final
