@@ -46,16 +46,24 @@ def trace(
         tags=list(tags or ()),
         metadata=dict(metadata or {}),
     )
-    run.start()
+    _drop(run.start())
     token = run.enter()
     try:
         yield run
     except BaseException as exc:
-        run.fail(exc)
+        _drop(run.fail(exc)[1])
         raise
     finally:
         run.leave(token)
-    run.end(run.step_outputs)
+    _drop(run.end(run.step_outputs))
+
+
+def _drop(pending: Awaitable[None] | None) -> None:
+    # A sync step cannot wait for an observer (a durable tracer's commit): its run is queued
+    # all the same, and the awaitable is closed unawaited rather than left to warn.
+    close = getattr(pending, "close", None)
+    if close is not None:
+        close()
 
 
 @overload

@@ -2,7 +2,8 @@
 
 ``CHATSTREAM_TRACING=true`` (or ``sqlite``) records every run to an embedded SQLite database
 (`default_db_path`: ``CHATSTREAM_TRACE_DB``, else under the user's data directory), which the
-readers default to as well; ``otel`` sends OpenTelemetry spans instead (the ``chatstream[otel]``
+readers default to as well; with ``CHATSTREAM_TRACE_DURABLE=true`` a call returns only once its
+run is committed; ``otel`` sends OpenTelemetry spans instead (the ``chatstream[otel]``
 extra). Nothing here is imported until tracing is used.
 """
 
@@ -28,11 +29,12 @@ def tracer_from_env() -> RunObserver | None:
     mode = os.environ.get("CHATSTREAM_TRACING", "").strip().lower()
     if mode in _TRUE:
         path = str(default_db_path())
-        key = ("sqlite", path)
+        durable = os.environ.get("CHATSTREAM_TRACE_DURABLE", "").strip().lower() in _TRUE
+        key = ("sqlite-durable" if durable else "sqlite", path)
         if key not in _tracers:
             from ._sqlite import SQLiteTracer
 
-            _tracers[key] = SQLiteTracer(path)
+            _tracers[key] = SQLiteTracer(path, durable=durable)
         return _tracers[key]
     if mode == "otel":
         key = ("otel", "")
