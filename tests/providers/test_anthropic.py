@@ -733,3 +733,32 @@ def test_repr_hides_the_key() -> None:
     model = ChatAnthropic(api_key="sk-ant-very-secret-value")
     assert "sk-ant-very-secret-value" not in repr(model)
     assert "sk-ant-very-secret-value" not in model.model_dump_json()
+
+
+async def test_an_error_event_is_an_error_whatever_its_data_looks_like(
+    raw_server: tuple[str, list[bytes]],
+) -> None:
+    # A real Anthropic-compatible server sends its own error shape under `event: error`
+    # (no "type": "error" in the data): the event's name decides, and nothing is lost.
+    url, bodies = raw_server
+    oddly_shaped = {
+        "code": 500,
+        "message": "Context size has been exceeded.",
+        "type": "server_error",
+    }
+    body = (
+        _sse(
+            START,
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+            _delta(0, type="text_delta", text="Par"),
+        )
+        + f"event: error\ndata: {json.dumps(oddly_shaped)}\n\n".encode()
+    )
+    with pytest.raises(ServerError, match="Context size has been exceeded") as caught:
+        await _replay(url, bodies, body)
+    assert caught.value.partial is not None
+    assert caught.value.partial.text == "Par"

@@ -655,3 +655,35 @@ async def test_a_named_tool_choice_is_a_function_choice_on_the_wire() -> None:
         "type": "function",
         "function": {"name": "ping"},
     }
+
+
+async def test_usage_reported_per_choice_is_added_up() -> None:
+    # Some servers send one usage-only chunk (`choices: []`) per choice when n > 1: the usage
+    # of the call is their sum (the prompt counted once), not the last one.
+    def event(data: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    def choice(index: int, **fields: Any) -> dict[str, Any]:
+        return {"id": "c", "choices": [{"index": index, **fields}]}
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+    body = b"".join(
+        [
+            event(choice(0, delta={"content": "A"}, finish_reason="stop")),
+            event(choice(1, delta={"content": "B"}, finish_reason="stop")),
+            event({"id": "c", "choices": [], "usage": usage}),
+            event({"id": "c", "choices": [], "usage": usage}),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    async with serve_raw("/v1/chat/completions", "text/event-stream") as (url, bodies):
+        bodies.append(body)
+        async with ChatOpenAI(base_url=url + "/v1", api_key=KEY, n=2) as model:
+            result = await model.agenerate([["Hi"]])
+    assert [g.text for g in result.generations[0]] == ["A", "B"]
+    assert result.llm_output is not None
+    assert result.llm_output["token_usage"] == {
+        "prompt_tokens": 5,
+        "completion_tokens": 8,
+        "total_tokens": 13,
+    }
