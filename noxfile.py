@@ -1,4 +1,7 @@
-"""Development sessions: ``nox -s lint typecheck tests examples`` is what CI and the README run."""
+"""Development sessions; ``nox -s lint typecheck tests faults ray examples`` is what CI runs.
+
+The README gives the same command.
+"""
 
 from __future__ import annotations
 
