@@ -30,12 +30,12 @@ from chatstream.errors import (
 from chatstream.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from chatstream.transport.http import PoolStats
 
+from ._conformance_secrets import HELLO, SecretsConformance
 from ._conformance_tools import ToolConformance
 from ._script import Faults, ScriptedReply, ScriptedToolCall
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-    from pathlib import Path
 
     from chatstream.model import BaseChatModel
 
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Capabilities", "ChatModelConformance", "ProviderHarness", "ReceivedRequest"]
 
-HELLO = ScriptedReply(
-    text_chunks=["Hello", ",", " world", "!"], usage={"prompt_tokens": 7, "completion_tokens": 4}
-)
 LONG = ScriptedReply(text_chunks=["tick "] * 100)
 WEATHER = ScriptedReply(
     tool_calls=[
@@ -56,8 +53,6 @@ WEATHER = ScriptedReply(
     ],
     finish_reason="tool_calls",
 )
-SECRET = "sk-conformance-0123456789-secret-key"
-"""A key no error, repr or log may show."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +157,7 @@ class ProviderHarness(Protocol):
         ...
 
 
-def _capabilities(harness: ProviderHarness) -> Capabilities:
+def capabilities_of(harness: ProviderHarness) -> Capabilities:
     found = getattr(harness, "capabilities", None)
     return found if isinstance(found, Capabilities) else Capabilities()
 
@@ -179,7 +174,7 @@ async def _until(condition: Any) -> None:
             await anyio.sleep(0.005)
 
 
-class ChatModelConformance(ToolConformance):
+class ChatModelConformance(ToolConformance, SecretsConformance):
     """The conformance tests; subclass as ``TestXConformance`` and provide ``harness``.
 
     The tool and structured-output cases come from `ToolConformance`.
@@ -286,7 +281,7 @@ class ChatModelConformance(ToolConformance):
         async with self.running(harness, [WEATHER]) as (_, model):
             chunks = [chunk async for chunk in model.astream("Weather and time?")]
             message = await model.ainvoke("Weather and time?")
-        capabilities = _capabilities(harness)
+        capabilities = capabilities_of(harness)
         fragments = [f for chunk in chunks for f in chunk.tool_call_chunks]
         if capabilities.streamed_tool_arguments:
             assert len(fragments) > 2  # streamed in pieces, not whole
@@ -304,7 +299,7 @@ class ChatModelConformance(ToolConformance):
         self, harness: ProviderHarness
     ) -> None:
         """Arguments that are not JSON land in ``invalid_tool_calls``, unraised."""
-        capabilities = _capabilities(harness)
+        capabilities = capabilities_of(harness)
         if not capabilities.raw_tool_arguments:
             pytest.skip("the server parses tool arguments, so broken ones cannot reach a client")
         broken = ScriptedToolCall(id="call_x", name="get_weather", argument_chunks=['{"city": '])
@@ -373,7 +368,7 @@ class ChatModelConformance(ToolConformance):
                 await model.ainvoke("Hi")
         assert type(caught.value) is error
         assert caught.value.status == status
-        if _capabilities(harness).request_ids:
+        if capabilities_of(harness).request_ids:
             assert caught.value.request_id
         assert caught.value.message
         assert caught.value.body is not None
@@ -563,84 +558,3 @@ class ChatModelConformance(ToolConformance):
         assert message.content == "Hello, world!"
         assert "".join(str(chunk.content) for chunk in chunks) == "Hello, world!"
         assert len(server.requests) == 2
-
-    # -- secrets ----------------------------------------------------------------------------
-
-    async def test_no_api_key_in_errors_reprs_or_logs(
-        self, harness: ProviderHarness, caplog: pytest.LogCaptureFixture
-    ) -> None:
-        """The key appears in no error, repr, dump or log line."""
-        caplog.set_level(logging.DEBUG)
-        async with self.running(harness, api_key=SECRET, max_retries=1) as (server, model):
-            with pytest.raises(AuthenticationError) as refused:
-                await model.ainvoke("Hi")
-            server.script(faults=Faults(http_error=503, headers={"retry-after-ms": "1"}))
-            with pytest.raises(ProviderError) as failed:
-                await model.ainvoke("Hi")
-            shown = [repr(model), str(model), model.model_dump_json()]
-        for error in (refused.value, failed.value):
-            shown += [str(error), repr(error), repr(error.body), repr(vars(error))]
-            shown += [str(error.__cause__), repr(error.__cause__)]
-        shown.append(caplog.text)
-        header = _capabilities(harness).credential_header
-        assert server.requests[0].headers[header].endswith(SECRET)  # it was sent
-        for text in shown:
-            assert SECRET not in text
-            assert SECRET[8:-8] not in text
-
-    async def test_a_canary_key_reaches_no_sink(
-        self,
-        harness: ProviderHarness,
-        caplog: pytest.LogCaptureFixture,
-        tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch,
-    ) -> None:
-        """A canary key shows in no repr, dump, error, log, run log or trace.
-
-        It is given three ways (the key, a header, URL userinfo) and echoed by the server in
-        an error event inside a 200 stream.
-        """
-        from chatstream.tracing import flush  # imported here: tracing is an optional sink
-
-        caplog.set_level(logging.DEBUG)
-        db = tmp_path / "traces.db"
-        monkeypatch.setenv("CHATSTREAM_TRACING", "true")
-        monkeypatch.setenv("CHATSTREAM_TRACE_DB", str(db))
-        echo = Faults(
-            error_event_after=2,
-            error_event={
-                "type": "server_error",
-                "message": f"bad key {SECRET} (x-custom {SECRET})",
-            },
-        )
-        async with harness.server([HELLO], echo, api_key=SECRET) as server:
-            sent = harness.model(server.base_url, SECRET)
-            userinfo = server.base_url.replace("://", f"://user:{SECRET}@", 1)
-            fields = {**sent.__dict__, "base_url": userinfo}
-            fields["default_headers"] = {"X-Custom-Token": SECRET}
-            for name in ("tags", "metadata", "callbacks"):
-                fields.pop(name)
-            async with type(sent)(**fields) as model:
-                patches: list[Any] = []
-
-                async def consume() -> None:
-                    async for patch in model.astream_log("Hi"):
-                        patches.append(patch.to_json())
-
-                with pytest.raises(ProviderError) as echoed:
-                    await consume()
-                shown = [repr(model), str(model), model.model_dump_json(), str(model.model_dump())]
-        assert any(request.headers.get("x-custom-token") == SECRET for request in server.requests)
-        error = echoed.value
-        assert error.partial is not None  # the output before the error was kept
-        shown += [str(error), repr(error), repr(error.body), repr(vars(error)), repr(patches)]
-        shown.append(caplog.text)
-        assert await anyio.to_thread.run_sync(flush)
-
-        def stored() -> list[str]:  # the database, its WAL and shared-memory files
-            return [path.read_bytes().decode("utf-8", "replace") for path in db.parent.iterdir()]
-
-        shown += await anyio.to_thread.run_sync(stored)
-        for text in shown:
-            assert SECRET not in text
-            assert SECRET[8:-8] not in text
