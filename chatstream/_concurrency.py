@@ -93,7 +93,12 @@ async def map_bounded(
             index = 0
             async with _closing(_aiterate(items)) as source:
                 async for item in source:
-                    await slots.acquire()  # released when the consumer takes an outcome
+                    # Released when the consumer takes an outcome. A free slot is taken
+                    # without a loop turn, so that the first `limit` calls start at once.
+                    try:
+                        slots.acquire_nowait()
+                    except anyio.WouldBlock:
+                        await slots.acquire()
                     group.start_soon(one, index, item, send.clone())
                     index += 1
 
