@@ -10,7 +10,7 @@ import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._measure import Group, Sample, turns, wall_group
@@ -30,6 +30,8 @@ class Outcome:
     """Peak RSS once set up (imports, client), before any run."""
     peak_rss_mb: float
     """Peak RSS after every run."""
+    extras: list[dict[str, Any]] = field(default_factory=list)
+    """What else each run reported (a job's run may return a dict), in order."""
 
 
 class _Worker:
@@ -72,14 +74,16 @@ def run_isolated(
         for worker in workers.values():
             worker.ask("warm")
         samples: dict[str, list[Sample]] = {name: [] for name in workers}
+        extras: dict[str, list[dict[str, Any]]] = {name: [] for name in workers}
         for name in turns(list(workers), repeats, samples, budget):
             answer = workers[name].ask("run")
-            samples[name].append(Sample(answer["wall"], answer["cpu"]))
+            samples[name].append(Sample(answer.pop("wall"), answer.pop("cpu")))
+            extras[name].append(answer)
         peak = {name: worker.ask("stop")["peak_rss_mb"] for name, worker in workers.items()}
     finally:
         for worker in workers.values():
             worker.close()
-    return {name: Outcome(samples[name], ready[name], peak[name]) for name in workers}
+    return {name: Outcome(samples[name], ready[name], peak[name], extras[name]) for name in workers}
 
 
 def outcome_groups(section: str, label: str, outcomes: Mapping[str, Outcome]) -> list[Group]:

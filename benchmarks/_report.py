@@ -22,6 +22,11 @@ TITLES = {
     "abatch": "5. abatch on the in-process models (each in its own process)",
     "import": "6. Import time (fresh interpreter)",
     "local": "7. Local model (SmolLM2-135M, greedy, 64 tokens)",
+    "amap": "8. amap of a long lazy input, in process (each contender in its own process)",
+    "amap-http": "9. amap with 2,000 in flight over HTTP (each contender in its own process)",
+    "structured": "10. Structured output streaming (in process)",
+    "cache": "11. Response cache hits (in process, MemoryCache)",
+    "ratelimit": "12. Rate limiter overhead (in process, never waiting)",
 }
 
 
@@ -42,6 +47,13 @@ METHOD = [
     "Client CPU is `time.process_time()` of the client process.",
     "Sections 4 and 5 run each contender in a process of its own; peak RSS is that process's "
     "high-water mark (`VmHWM`), and RSS growth is the peak minus the mark once set up.",
+    "Sections 8 and 9 do too. Their floor is a plain anyio semaphore loop that pulls the next "
+    "input only when a slot frees and starts one task per input: over a bare 1-chunk async "
+    "generator in section 8, over the raw-aiohttp client in section 9. Section 9 gives both "
+    "contenders a pool of 2,000 connections; KiB per request is RSS growth over 2,000.",
+    "Sections 10 to 12 run interleaved in one process, each against its own baseline: plain "
+    "`astream` of the same chunks (10), the bare async generator (11), and `ainvoke` with "
+    "no limiter (12).",
 ]
 
 

@@ -3,8 +3,9 @@
 A request's ``max_tokens`` (or ``max_completion_tokens``) says how many content chunks to stream
 (then the finish, usage and ``[DONE]`` events), and its path how: ``/event/v1/...`` writes one
 event at a time with a loop turn between them, as a model streams; ``/bulk/v1/...`` writes the
-whole body at once. Bodies are built
-once per ``n`` and cached, so serving costs the same for every client.
+whole body at once; ``/wait/v1/...`` first waits `WAIT` seconds (as a model thinks before its
+first token, so that many calls are in flight at once), then writes as ``event`` does. Bodies are
+built once per ``n`` and cached, so serving costs the same for every client.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ HEAD = {
     "model": "gpt-4o-2024-08-06",
     "system_fingerprint": "fp_5050236cbd",
 }
+WAIT = 1.0
+"""Seconds a ``/wait/v1/...`` request waits before its response starts."""
 _RESPONSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
     b"Transfer-Encoding: chunked\r\nCache-Control: no-cache\r\n\r\n"
@@ -35,7 +38,7 @@ _RESPONSE_HEAD = (
 
 
 def base_url(port: int, mode: str) -> str:
-    """The ``/v1`` root a client is given to receive its chunks in ``mode`` (event or bulk)."""
+    """The ``/v1`` root a client is given to receive its chunks in ``mode`` (event, bulk, wait)."""
     return f"http://127.0.0.1:{port}/{mode}/v1"
 
 
@@ -78,6 +81,8 @@ async def _serve() -> None:
                 n = int(sent.get("max_tokens") or sent["max_completion_tokens"])
                 mode = request.split(b" ", 2)[1].split(b"/")[1]
                 events = cache.get(n) or cache.setdefault(n, body(n))
+                if mode == b"wait":
+                    await asyncio.sleep(WAIT)
                 if mode == b"bulk":
                     writer.write(_RESPONSE_HEAD + b"".join(events))
                 else:

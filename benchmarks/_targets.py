@@ -89,6 +89,58 @@ def _local(groups: list[Group]) -> Iterator[Verdict]:
         yield Verdict("local TTFT ≤ +5 ms over llama-cpp-python", f"{extra:+.1f} ms", extra <= 5)
 
 
+def _amap(groups: list[Group]) -> Iterator[Verdict]:
+    amap = "chatstream amap"
+    for group in _groups(groups, "amap", "peak RSS MB"):
+        ratio = group.ratio(amap)
+        if ratio is not None:
+            yield Verdict(
+                f"amap flat memory: peak RSS ≤ 1.5x the semaphore loop's ({_size(group)})",
+                f"{ratio:.2f}x ({group.median(amap):.0f} vs {group.median('floor'):.0f} MB)",
+                ratio <= 1.5,
+            )
+    for group in _groups(groups, "amap-http", "req/s"):
+        ratio = group.ratio(amap)
+        if ratio is not None:  # req/s: higher is better, so this target is a minimum
+            yield Verdict(
+                f"amap over HTTP ≥ 1/1.5 of the floor's req/s, i.e. wall ≤ 1.5x ({_size(group)})",
+                f"{ratio:.3f}x ({group.median(amap):,.0f} vs {group.median('floor'):,.0f} req/s)",
+                ratio >= 1 / 1.5,
+            )
+
+
+def _features(groups: list[Group]) -> Iterator[Verdict]:
+    hit = "chatstream astream, cache hit"
+    for group in _groups(groups, "cache", "astream µs/chunk"):
+        ratio = group.ratio(hit)
+        if ratio is not None:
+            yield Verdict(
+                f"cache hit ≤ 1.5x the floor per chunk ({_size(group)})",
+                f"{ratio:.2f}x ({group.median(hit):.2f} vs {group.median('floor'):.2f} µs/chunk)",
+                ratio <= 1.5,
+            )
+    for group in _groups(groups, "ratelimit", "ainvoke"):
+        plain = group.median(group.floor or "")
+        for name in group.values:
+            if name != group.floor:
+                over = group.median(name) - plain
+                yield Verdict(
+                    f"{name} ≤ +5 µs/call over no limiter",
+                    f"{over:+.2f} µs/call ({group.median(name):.1f} vs {plain:.1f})",
+                    over <= 5,
+                )
+    by_n = _groups(groups, "structured", "astream µs/chunk")
+    if len(by_n) > 1:
+        for name in by_n[-1].values:
+            if name != by_n[-1].floor and name in by_n[0].values:
+                growth = by_n[-1].median(name) / by_n[0].median(name)
+                yield Verdict(
+                    f"{name} flat in N (µs/chunk at {_size(by_n[-1])} ≤ 1.5x at {_size(by_n[0])})",
+                    f"{growth:.2f}x",
+                    growth <= 1.5,
+                )
+
+
 def evaluate(groups: list[Group]) -> list[Verdict]:
     """Every target whose figures were measured in ``groups``."""
     verdicts = list(_in_process(groups))
@@ -102,4 +154,6 @@ def evaluate(groups: list[Group]) -> list[Verdict]:
     )
     verdicts += _imports(groups)
     verdicts += _local(groups)
+    verdicts += _amap(groups)
+    verdicts += _features(groups)
     return verdicts

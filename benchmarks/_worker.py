@@ -2,7 +2,7 @@
 
 It reads commands on stdin (``warm``, ``run``, anything else to stop) and answers each with one
 line that starts with `MARK` and holds JSON: the setup's peak RSS once ready, wall and CPU seconds
-per run, and the peak RSS when it stops.
+per run (with what else a run returns as a dict), and the peak RSS when it stops.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from . import _amap_jobs
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -86,7 +88,12 @@ async def _abatch(spec: dict[str, Any], stack: contextlib.AsyncExitStack) -> tup
     return run, run
 
 
-_JOBS = {"concurrency": _concurrency, "abatch": _abatch}
+_JOBS = {
+    "concurrency": _concurrency,
+    "abatch": _abatch,
+    "amap": _amap_jobs.inprocess,
+    "amap_http": _amap_jobs.http,
+}
 
 
 async def main(spec: dict[str, Any]) -> None:
@@ -101,8 +108,10 @@ async def main(spec: dict[str, Any]) -> None:
                 continue
             gc.collect()
             wall, cpu = time.perf_counter(), time.process_time()
-            await run()
-            say(wall=time.perf_counter() - wall, cpu=time.process_time() - cpu)
+            result = await run()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            # A run may report more about itself in a dict (sockets open after it, say).
+            say(wall=wall, cpu=cpu, **(result if isinstance(result, dict) else {}))
     say(peak_rss_mb=peak_rss_mb())
 
 

@@ -16,7 +16,18 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from . import _abatch, _concurrency, _http, _imports, _inprocess, _local, _machine, _report
+from . import (
+    _abatch,
+    _amap,
+    _concurrency,
+    _features,
+    _http,
+    _imports,
+    _inprocess,
+    _local,
+    _machine,
+    _report,
+)
 from ._server import serving
 from ._targets import evaluate
 
@@ -25,8 +36,19 @@ if TYPE_CHECKING:
 
     from ._measure import Group
 
-SECTIONS = ("inprocess", "http", "concurrency", "abatch", "imports", "local")
-"""In the order they run; ``http`` includes time to first chunk."""
+SECTIONS = (
+    "inprocess",
+    "http",
+    "concurrency",
+    "abatch",
+    "imports",
+    "local",
+    "amap",
+    "amap-http",
+    "features",
+)
+"""In the order they run; ``http`` includes time to first chunk, ``features`` structured
+output, the response cache and the rate limiter."""
 _QUIET_ENV = ("CHATSTREAM_TRACING", "LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "OPENAI_API_KEY")
 """Switched off for the run (and its subprocesses): tracing would measure something else."""
 
@@ -101,6 +123,13 @@ def main() -> None:
             notes.append(f"Section 7 (local model) skipped: {reason}.")
         else:
             groups += _timed("local", lambda: _local.run(quick))
+    if "amap" in chosen:
+        groups += _timed("amap", lambda: _amap.run(quick))
+    if "amap-http" in chosen:
+        with serving() as port:
+            groups += _timed("amap-http", lambda: _amap.run_http(port, quick))
+    if "features" in chosen:
+        groups += _timed("features", lambda: _features.run(quick))
     verdicts = evaluate(groups)
     run = {
         "mode": "quick" if quick else "full",
