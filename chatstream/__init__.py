@@ -6,7 +6,6 @@ Every chat model is an async generator of `AIMessageChunk`; ``ainvoke``, ``abatc
 
 import typing as _typing
 
-from ._tool_loop import ToolLoop as ToolLoop
 from .callbacks import CallbackHandler as CallbackHandler
 from .defaults import create_chat_model as create_chat_model
 from .errors import APIConnectionError as APIConnectionError
@@ -65,16 +64,17 @@ from .runs import Run as Run
 from .runs import RunObserver as RunObserver
 from .runs import current_run as current_run
 from .streams import ChatStream as ChatStream
-from .structured import StructuredOutput as StructuredOutput
-from .structured import StructuredResult as StructuredResult
-from .tools import Tool as Tool
-from .tools import arun_tools as arun_tools
-from .tools import partial_tool_calls as partial_tool_calls
-from .tools import run_tools as run_tools
-from .tools import tool as tool
 from .trace import trace as trace
 
 if _typing.TYPE_CHECKING:
+    from ._tool_loop import ToolLoop as ToolLoop
+    from .structured import StructuredOutput as StructuredOutput
+    from .structured import StructuredResult as StructuredResult
+    from .tools import Tool as Tool
+    from .tools import arun_tools as arun_tools
+    from .tools import partial_tool_calls as partial_tool_calls
+    from .tools import run_tools as run_tools
+    from .tools import tool as tool
     from .transport import Timeout as Timeout
 from .trace import traceable as traceable
 
@@ -153,10 +153,27 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _typing.Any:
-    # Re-exported lazily: the transport loads aiohttp, which `import chatstream` must not.
-    if name == "Timeout":
-        from .transport import Timeout
+_LAZY = {
+    "Timeout": "transport",
+    "Tool": "tools",
+    "ToolLoop": "_tool_loop",
+    "StructuredOutput": "structured",
+    "StructuredResult": "structured",
+    "arun_tools": "tools",
+    "partial_tool_calls": "tools",
+    "run_tools": "tools",
+    "tool": "tools",
+}
+"""Names re-exported on first use: the transport loads aiohttp, and the tool and structured
+output modules cost import time that most programs never need."""
 
-        return Timeout
-    raise AttributeError(f"module 'chatstream' has no attribute {name!r}")
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'chatstream' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # found once: later lookups do not come here
+    return value

@@ -10,8 +10,8 @@ from chatstream import BaseChatModel, BaseMessage, CallbackHandler, PromptValue,
 
 def test_all_is_sorted_and_complete() -> None:
     assert chatstream.__all__ == sorted(chatstream.__all__)
-    # Timeout is re-exported lazily (it lives with the transport, which loads aiohttp).
-    public = {name for name in vars(chatstream) if not name.startswith("_")} | {"Timeout"}
+    # Some names are re-exported lazily (chatstream._LAZY): the transport loads aiohttp.
+    public = {name for name in vars(chatstream) if not name.startswith("_")} | set(chatstream._LAZY)
     modules = {name for name in public if inspect.ismodule(getattr(chatstream, name))}
     assert set(chatstream.__all__) == public - modules
 
