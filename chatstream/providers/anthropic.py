@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Annotated, Any, final
 
 from pydantic import Field, PrivateAttr, SecretStr
@@ -544,20 +543,14 @@ class ChatAnthropic(BaseChatModel):
         return request_target(self.base_url, path, headers, self.default_headers, (key,))
 
     @override
-    async def _astream(
+    def _astream(
         self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
+        # The shared stream itself, closed by whoever consumes it: no generator of its own.
         url, headers, secrets = self._target()
-        request = Request(
-            url,
-            _to_wire(messages, {**settings, "stop": stop, "model": self.model}),
-            headers,
-            secrets,
-        )
-        chunks = stream_chunks(self._client, request, SSEDecoder(), _StreamState())
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        payload = _to_wire(messages, {**settings, "stop": stop, "model": self.model})
+        request = Request(url, payload, headers, secrets)
+        return stream_chunks(self._client, request, SSEDecoder(), _StreamState())
 
     @override
     async def _aclose(self) -> None:

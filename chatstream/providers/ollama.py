@@ -7,7 +7,6 @@ line stream and its final ``done`` line in 3.2, tool calls in 3.3, errors in 3.4
 from __future__ import annotations
 
 import os
-from contextlib import aclosing
 from secrets import token_hex
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, final
 
@@ -435,20 +434,14 @@ class ChatOllama(BaseChatModel):
         return request_target(self.base_url, "/api/chat", headers, self.default_headers, secrets)
 
     @override
-    async def _astream(
+    def _astream(
         self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
+        # The shared stream itself, closed by whoever consumes it: no generator of its own.
         url, headers, secrets = self._target()
-        request = Request(
-            url,
-            _to_wire(messages, {**settings, "stop": stop, "model": self.model}),
-            headers,
-            secrets,
-        )
-        chunks = stream_chunks(self._client, request, NDJSONDecoder(), _StreamState())
-        async with aclosing(chunks):
-            async for chunk in chunks:
-                yield chunk
+        payload = _to_wire(messages, {**settings, "stop": stop, "model": self.model})
+        request = Request(url, payload, headers, secrets)
+        return stream_chunks(self._client, request, NDJSONDecoder(), _StreamState())
 
     @override
     async def _aclose(self) -> None:
