@@ -13,19 +13,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
-import anyio
 from aiohttp import web
 
 from chatstream._compat import override
 
-from ._base import LocalServer
+from ._batch_base import BatchServer, json_response
 from ._script import ScriptedReply, estimate_prompt_tokens
 from .anthropic_server import _STOP_REASONS, _blocks, _invalid_request, _random_id
-
-if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
 
 __all__ = ["AnthropicBatchServer", "ScriptedReply"]
 
@@ -42,7 +38,7 @@ class _Batch:
 
 
 @final
-class AnthropicBatchServer(LocalServer):
+class AnthropicBatchServer(BatchServer[_Batch]):
     """A local Anthropic Message Batches API on ``127.0.0.1``.
 
     Example:
@@ -72,27 +68,8 @@ class AnthropicBatchServer(LocalServer):
 
     request_id_header = "request-id"
 
-    def __init__(
-        self,
-        replies: Sequence[ScriptedReply] = (),
-        *,
-        api_key: str | None = None,
-        rows_per_poll: int | None = None,
-        failing: Collection[str] = (),
-        expire_after: int | None = None,
-        max_requests: int = 100_000,
-        max_bytes: int = 256 * 1024 * 1024,
-        stall_create: int | None = None,
-    ) -> None:
-        super().__init__(replies, api_key=api_key)
-        self.rows_per_poll = rows_per_poll
-        self.failing = frozenset(failing)
-        self.expire_after = expire_after
-        self.max_requests = max_requests
-        self.max_bytes = max_bytes
-        self.stall_create = stall_create
-        self.batches_created = 0
-        self._batches: dict[str, _Batch] = {}
+    default_max_requests = 100_000
+    default_max_bytes = 256 * 1024 * 1024
 
     @override
     def _add_routes(self, app: web.Application) -> None:
@@ -145,12 +122,7 @@ class AnthropicBatchServer(LocalServer):
             "cancel_initiated_at": None,
             "results_url": None,
         }
-        self._batches[obj["id"]] = _Batch(obj, requests)
-        self.batches_created += 1
-        self._notify()
-        if self.batches_created == self.stall_create:
-            await anyio.sleep_forever()  # until the client leaves (aiohttp cancels us)
-        return _json(obj)
+        return await self._created(obj["id"], _Batch(obj, requests), obj)
 
     async def _list(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
@@ -158,7 +130,7 @@ class AnthropicBatchServer(LocalServer):
             return denied
         limit = int(request.query.get("limit", "20"))
         page = [batch.obj for batch in reversed(self._batches.values())][:limit]
-        return _json(
+        return json_response(
             {
                 "data": page,
                 "has_more": len(self._batches) > limit,
@@ -175,7 +147,7 @@ class AnthropicBatchServer(LocalServer):
         if batch is None:
             return _error(404, "not_found_error", "Message batch not found.")
         self._advance(batch, request)
-        return _json(batch.obj)
+        return json_response(batch.obj)
 
     async def _cancel(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
@@ -187,7 +159,7 @@ class AnthropicBatchServer(LocalServer):
         if batch.obj["processing_status"] == "in_progress":
             batch.obj["processing_status"] = "canceling"
             batch.obj["cancel_initiated_at"] = _iso(datetime.now(timezone.utc))
-        return _json(batch.obj)
+        return json_response(batch.obj)
 
     async def _results(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
@@ -206,10 +178,9 @@ class AnthropicBatchServer(LocalServer):
         if status == "ended":
             return
         if status == "in_progress":
-            step = self.rows_per_poll or len(batch.requests)
-            for item in batch.requests[batch.done : batch.done + step]:
-                self._process(batch, item)
-                if self.expire_after is not None and batch.done >= self.expire_after:
+            for row in self._this_poll(batch.done, len(batch.requests)):
+                self._process(batch, batch.requests[row])
+                if self._expires_at(batch.done):
                     self._end(batch, "expired", request)
                     return
             if batch.done < len(batch.requests):
@@ -282,10 +253,6 @@ class AnthropicBatchServer(LocalServer):
 
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _json(value: Any) -> web.Response:
-    return web.Response(text=json.dumps(value), content_type="application/json")
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:

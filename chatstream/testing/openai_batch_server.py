@@ -16,18 +16,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, final
 
-import anyio
 from aiohttp import web
 
-from chatstream._compat import override
+from chatstream._compat import Unpack, override
 
-from ._base import LocalServer
+from ._batch_base import BatchOptions, BatchServer, json_response
 from ._openai_validation import RequestError, validate_chat_request
 from ._script import Faults, ScriptedReply, estimate_prompt_tokens
 from .openai_server import _completion
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Sequence
+    from collections.abc import Sequence
 
 __all__ = ["OpenAIBatchServer", "ScriptedReply"]
 
@@ -48,7 +47,7 @@ class _Batch:
 
 
 @final
-class OpenAIBatchServer(LocalServer):
+class OpenAIBatchServer(BatchServer[_Batch]):
     """A local OpenAI Batch API on ``127.0.0.1``.
 
     Example:
@@ -79,30 +78,20 @@ class OpenAIBatchServer(LocalServer):
 
     base_path = "/v1"
 
+    default_max_requests = 50_000
+    default_max_bytes = 200 * 1024 * 1024
+
     def __init__(
         self,
         replies: Sequence[ScriptedReply] = (),
         *,
         api_key: str | None = None,
-        rows_per_poll: int | None = None,
-        failing: Collection[str] = (),
-        expire_after: int | None = None,
-        max_requests: int = 50_000,
-        max_bytes: int = 200 * 1024 * 1024,
-        stall_create: int | None = None,
+        **options: Unpack[BatchOptions],
     ) -> None:
-        super().__init__(replies, api_key=api_key)
-        self.rows_per_poll = rows_per_poll
-        self.failing = frozenset(failing)
-        self.expire_after = expire_after
-        self.max_requests = max_requests
-        self.max_bytes = max_bytes
-        self.stall_create = stall_create
+        super().__init__(replies, api_key=api_key, **options)
         self.files: dict[str, bytes] = {}
-        self.batches_created = 0
         self.uploads = 0
         self._file_objects: dict[str, dict[str, Any]] = {}
-        self._batches: dict[str, _Batch] = {}
 
     @override
     def _add_routes(self, app: web.Application) -> None:
@@ -128,7 +117,7 @@ class OpenAIBatchServer(LocalServer):
         filename, data = form["file"]
         file = self._store_file(data, filename or "upload.jsonl", "batch")
         self.uploads += 1
-        return _json(file)
+        return json_response(file)
 
     def _store_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
         file_id = f"file-{secrets.token_hex(12)}"
@@ -190,12 +179,7 @@ class OpenAIBatchServer(LocalServer):
             obj[key] = None
         for key in ("expired_at", "cancelling_at", "cancelled_at"):
             obj[key] = None
-        self._batches[obj["id"]] = _Batch(obj)
-        self.batches_created += 1
-        self._notify()
-        if self.batches_created == self.stall_create:
-            await anyio.sleep_forever()  # until the client leaves (aiohttp cancels us)
-        return _json(obj)
+        return await self._created(obj["id"], _Batch(obj), obj)
 
     async def _list(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
@@ -208,7 +192,7 @@ class OpenAIBatchServer(LocalServer):
             ids = [obj["id"] for obj in newest]
             newest = newest[ids.index(after) + 1 :] if after in ids else []
         page = newest[:limit]
-        return _json(
+        return json_response(
             {
                 "object": "list",
                 "data": page,
@@ -226,7 +210,7 @@ class OpenAIBatchServer(LocalServer):
         if batch is None:
             return _error(404, f"No batch found with id '{request.match_info['id']}'.", None)
         self._advance(batch)
-        return _json(batch.obj)
+        return json_response(batch.obj)
 
     async def _cancel(self, request: web.Request) -> web.Response:
         recorded = await self._record(request)
@@ -238,7 +222,7 @@ class OpenAIBatchServer(LocalServer):
         if batch.obj["status"] not in _ENDED:
             batch.obj["status"] = "cancelling"
             batch.obj["cancelling_at"] = int(time.time())
-        return _json(batch.obj)
+        return json_response(batch.obj)
 
     # -- processing ---------------------------------------------------------------------------
 
@@ -256,10 +240,9 @@ class OpenAIBatchServer(LocalServer):
                     obj["status"], obj["in_progress_at"] = "in_progress", now
                     obj["request_counts"]["total"] = len(batch.lines)
             case "in_progress":
-                step = self.rows_per_poll or len(batch.lines)
-                for line in batch.lines[batch.done : batch.done + step]:
-                    self._process(batch, line)
-                    if self.expire_after is not None and batch.done >= self.expire_after:
+                for row in self._this_poll(batch.done, len(batch.lines)):
+                    self._process(batch, batch.lines[row])
+                    if self._expires_at(batch.done):
                         self._expire(batch, now)
                         return
                 if batch.done >= len(batch.lines):
@@ -400,10 +383,6 @@ def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, by
 
 def _problem(code: str, message: str, line: int | None = None) -> dict[str, Any]:
     return {"code": code, "message": message, "param": None, "line": line}
-
-
-def _json(value: Any) -> web.Response:
-    return web.Response(text=json.dumps(value, indent=2), content_type="application/json")
 
 
 def _error(status: int, message: str, param: str | None, code: str | None = None) -> web.Response:
