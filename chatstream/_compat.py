@@ -12,10 +12,10 @@ else:  # pragma: no cover - exercised on older interpreters only
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
-    from typing import NotRequired, Self, assert_never
+    from typing import NotRequired, Self
 else:  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup  # anyio's own backport dependency
-    from typing_extensions import NotRequired, Self, assert_never
+    from typing_extensions import NotRequired, Self
 
 __all__ = [
     "BaseExceptionGroup",
@@ -23,6 +23,5 @@ __all__ = [
     "Self",
     "TypedDict",
     "Unpack",
-    "assert_never",
     "override",
 ]
