@@ -5,7 +5,6 @@ Both fail with a typed error that names the bad key and, where one is close, the
 
 from __future__ import annotations
 
-import difflib
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +57,8 @@ def check_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     for key, value in config.items():
         expected = _CONFIG_TYPES.get(key)
         if expected is None:
+            import difflib  # only on a typo: `import chatstream` need not load difflib
+
             close = difflib.get_close_matches(str(key), _CONFIG_TYPES, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InvalidInputError(
@@ -76,6 +77,8 @@ def check_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def unknown_setting(owner: str, key: str, fields: Mapping[str, Any]) -> InvalidParameterError:
     """The error for a constructor argument ``key`` that ``owner`` has no field for."""
+    import difflib  # only on a typo: `import chatstream` need not load difflib
+
     right = LANGCHAIN_NAMES.get(key)
     if right is not None and right in fields:
         hint = f"; chatstream calls it {right!r}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -134,6 +133,8 @@ def _build(role: object, fields: dict[str, Any], where: str) -> BaseMessage:
             return FunctionMessage(**fields)
         if role == "tool":
             return ToolMessage(**fields)
+        import difflib  # only for an unknown role: `import chatstream` need not load difflib
+
         if close := difflib.get_close_matches(role, _KNOWN_ROLES, n=1, cutoff=_TYPO_CUTOFF):
             raise InvalidInputError(
                 f"unknown role {role!r}; did you mean {close[0]!r}? (for a custom role, pass "

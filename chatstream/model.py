@@ -79,7 +79,10 @@ class BaseChatModel(BaseModel, ABC):
                 yield AIMessageChunk(messages[-1].text)
     """
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    # defer_build: `import chatstream` builds no pydantic validator at all, so pydantic's plugin
+    # discovery (importlib.metadata and a scan of every installed distribution's entry points)
+    # waits for the first model class that is built. Only this abstract base defers: see below.
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
     settings_spec: ClassVar[SettingSpec] = settings_of({})
     """The per-call settings, derived from the fields marked `PerCall` (never set by hand)."""
@@ -536,5 +539,9 @@ class BaseChatModel(BaseModel, ABC):
     with_structured_output = _model_tools.with_structured_output
     tool_loop = _model_tools.tool_loop
 
+
+# Subclasses (the providers' and users' models) inherit the config without defer_build, so each
+# is built when it is defined, as before, and a field pydantic cannot handle fails there.
+BaseChatModel.model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 _NO_CONFIG: RunConfig = {}

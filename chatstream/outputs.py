@@ -27,7 +27,9 @@ __all__ = [
 class ChatGeneration(BaseModel):
     """One answer: the message, its text, and ``generation_info`` such as ``finish_reason``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: validators are built on first use, not by `import chatstream` (as for the
+    # messages, and for the same reasons: see `chatstream.model`).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     text: str = ""
     """The message's text (filled in from ``message`` when not given)."""
@@ -50,7 +52,7 @@ class ChatGeneration(BaseModel):
 class ChatGenerationChunk(BaseModel):
     """A streamed piece of a generation; ``a + b`` merges two of them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     message: AIMessageChunk
     """The chunk."""
@@ -75,7 +77,7 @@ class ChatGenerationChunk(BaseModel):
 class RunInfo(BaseModel):
     """Identifies the run that produced a generation (see ``chatstream.runs``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     run_id: UUID
     """The run's id."""
@@ -89,7 +91,7 @@ class LLMResult(BaseModel):
     "model_name": ...}``, summed over the inputs.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     generations: list[list[ChatGeneration]]
     """For each input, its generations (several when the provider returned ``n > 1``)."""

@@ -40,7 +40,9 @@ _PREFIXES = {
 class PromptValue(BaseModel, ABC):
     """A formatted prompt, usable as model input. Documented base of the two prompt values."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build, as for the messages: building these validators at import would build the
+    # message schemas inside them, and start pydantic's plugin discovery (see `chatstream.model`).
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     @abstractmethod
     def to_messages(self) -> list[BaseMessage]:
@@ -127,7 +129,7 @@ class ChatPromptTemplate(BaseModel):
         HumanMessage(content='I love programming.')
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     templates: list[tuple[str, str] | AnyMessage]
     """``(role, template)`` pairs, and messages that are used as they are."""

@@ -7,7 +7,6 @@ whose ``state`` is the run's state; ``to_json()`` gives plain RFC 6902 ops for a
 
 from __future__ import annotations
 
-import pprint
 from collections import deque
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Literal, final
@@ -114,6 +113,8 @@ def _apply_rfc6902(state: Any, op: Op, *, shared: bool) -> Any:
 
 
 def _pretty(ops: Sequence[Op]) -> str:
+    import pprint  # only for a repr: `import chatstream` need not load pprint
+
     return ",\n ".join(pprint.pformat(dict(op), width=100) for op in ops)
 
 
@@ -203,6 +204,8 @@ class RunLog:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
+        import pprint  # only for a repr, as in _pretty
+
         return f"RunLog({pprint.pformat(self.state, width=100)})"
 
 

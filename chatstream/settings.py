@@ -8,7 +8,6 @@ rule (a per-call value, ``stop`` included, replaces the model's) and is the only
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -118,6 +117,8 @@ def resolve(
 
 
 def _unknown(owner: str, key: str, names: frozenset[str]) -> InvalidParameterError:
+    import difflib  # only on a typo: `import chatstream` need not load difflib
+
     close = difflib.get_close_matches(key, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     accepted = ", ".join(sorted(names)) or "none"
