@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, overload
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from . import _batch, _model_tools, _sync_twins, runlog
-from ._compat import Self, TypedDict
+from ._compat import Self, TypedDict, override
 from ._config import check_config, unknown_setting
 from .cache import Cache, cache_key, cached_stream, get_default_cache
 from .callbacks import Callbacks
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         AsyncIterator,
         Callable,
         Iterable,
+        Mapping,
         Sequence,
     )
     from types import TracebackType
@@ -142,6 +143,18 @@ class BaseChatModel(BaseModel, ABC):
         clone = type(self).__new__(type(self))
         clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
         return clone
+
+    @override
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy of this model with ``update`` applied, as pydantic's `BaseModel.model_copy`.
+
+        The copy's private state is rebuilt from its own settings, as after unpickling (its
+        closed flag and bound tools kept): it has an HTTP client of its own, so closing the
+        copy (a `bind_tools` result, say) leaves this model open, and the other way round.
+        """
+        copied = super().model_copy(update=update, deep=deep)
+        copied.model_post_init(None)
+        return copied
 
     @property
     def model_name(self) -> str:

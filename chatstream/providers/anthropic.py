@@ -504,7 +504,8 @@ class ChatAnthropic(BaseChatModel):
     max_retries: int = Field(default=2, ge=0)
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx, 529)."""
     max_connections: int = Field(default=100, ge=1)
-    """Connection pool size per event loop."""
+    """Connection pool size per event loop, shared by the models with the same
+    ``max_connections`` on that loop (a new model reuses their idle connections)."""
     default_headers: Headers = Field(default_factory=dict)
     """Headers added to every request (``anthropic-beta``, ...); credentials never show."""
     extra_body: Annotated[dict[str, Any] | None, PerCall(converted=True)] = None
@@ -518,7 +519,10 @@ class ChatAnthropic(BaseChatModel):
         self._client = http_client(PROVIDER, self)
 
     def pool_stats(self) -> PoolStats:
-        """Connection counts of this model's pool on the running event loop."""
+        """Connection counts of this model's pool on the running event loop.
+
+        The pool is shared with the models of the same ``max_connections`` on that loop.
+        """
         return self._client.stats()
 
     def _target(

@@ -443,7 +443,8 @@ class ChatOpenAI(BaseChatModel):
     max_retries: int = Field(default=2, ge=0)
     """Retries of a request that failed before streaming (connection, 408, 409, 429, 5xx)."""
     max_connections: int = Field(default=100, ge=1)
-    """Connection pool size per event loop."""
+    """Connection pool size per event loop, shared by the models with the same
+    ``max_connections`` on that loop (a new model reuses their idle connections)."""
     default_headers: Headers = Field(default_factory=dict)
     """Headers added to every request (credentials among them never show in a repr)."""
     stream_usage: bool = True
@@ -459,7 +460,10 @@ class ChatOpenAI(BaseChatModel):
         self._state = _ModelState(http_client(PROVIDER, self))
 
     def pool_stats(self) -> PoolStats:
-        """Connection counts of this model's pool on the running event loop."""
+        """Connection counts of this model's pool on the running event loop.
+
+        The pool is shared with the models of the same ``max_connections`` on that loop.
+        """
         return self._state.client.stats()
 
     def _target(

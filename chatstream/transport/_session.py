@@ -1,7 +1,8 @@
-"""aiohttp sessions, one per event loop: created lazily, pooled, timed out, and always closed.
+"""aiohttp sessions shared per event loop and pool size: created lazily, leased, always closed.
 
 A model is used from the caller's loop and from the sync bridge's loop, and an aiohttp session
-must never cross loops, so sessions are keyed by the running loop.
+must never cross loops, so sessions are keyed by the running loop. Models with the same pool
+size share a loop's session, so that a model made per call finds warm keep-alive connections.
 """
 
 from __future__ import annotations
@@ -116,35 +117,92 @@ async def _close_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[N
 
 
 @final
-@dataclass(slots=True)
-class _Entry:
-    session: aiohttp.ClientSession
-    closer: AsyncGenerator[None, None]
+class _Shared:
+    """One loop's session for one pool size, and the pools that hold a lease on it."""
+
+    __slots__ = ("closer", "holders", "max_connections", "session")
+
+    def __init__(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            # Never used: every request passes its own pool's time limits.
+            timeout=Timeout().client_timeout(),
+            headers={"User-Agent": "chatstream"},
+            auto_decompress=True,
+            trace_configs=[_REUSE_TRACING],
+        )
+        self.closer = _close_at_shutdown(self.session)
+        # Weak: a pool dropped without `aclose` lets go of its lease by being collected, and
+        # leaves the session open for the next model (the loop's shutdown closes it).
+        self.holders: weakref.WeakSet[SessionPool] = weakref.WeakSet()
+
+
+_SHARED: dict[asyncio.AbstractEventLoop, dict[int, _Shared]] = {}
+"""Each loop's sessions by pool size. A loop's own dictionary changes only on that loop.
+
+Not weak: a session refers to its loop anyway. Closed loops are dropped at the next lease.
+"""
+
+
+async def _lease(
+    loop: asyncio.AbstractEventLoop, max_connections: int, holder: SessionPool
+) -> _Shared:
+    """Give ``holder`` a lease on the running loop's session of this pool size."""
+    sessions = _SHARED.get(loop)
+    if sessions is None:
+        # list() copies the keys in one step, while other loops' threads may add theirs.
+        for other in list(_SHARED):
+            if other.is_closed():
+                _SHARED.pop(other, None)
+        sessions = _SHARED.setdefault(loop, {})
+    shared = sessions.get(max_connections)
+    if shared is None or shared.session.closed:
+        shared = sessions[max_connections] = _Shared(max_connections)
+        await shared.closer.asend(None)
+    shared.holders.add(holder)
+    return shared
+
+
+async def _release(loop: asyncio.AbstractEventLoop, shared: _Shared, holder: SessionPool) -> None:
+    """End ``holder``'s lease, on the session's loop; close the session if it was the last."""
+    shared.holders.discard(holder)
+    if shared.holders:
+        return
+    sessions = _SHARED.get(loop, {})
+    if sessions.get(shared.max_connections) is shared:
+        del sessions[shared.max_connections]
+    await shared.closer.aclose()
 
 
 @final
 class SessionPool:
-    """The aiohttp sessions of one model, one per event loop that used it.
+    """One model's leases on the shared aiohttp sessions, one per event loop that it used.
+
+    The pools with the same ``max_connections`` share a loop's session, and so its connections:
+    ``max_connections`` is the size of the pool they share on that loop. `aclose` ends this
+    pool's leases and closes each session that no other open pool holds; a pool dropped
+    without `aclose` just lets go of its leases, and leaves the session, with its idle
+    keep-alive connections, to the next pool. A loop's sessions are closed when it shuts down.
 
     Args:
         timeout: The time limits of every request.
-        max_connections: Most simultaneous connections per loop (the pool size).
+        max_connections: Most simultaneous connections per loop (the size of the shared pool).
     """
 
     def __init__(self, *, timeout: Timeout, max_connections: int = 100) -> None:
         self.timeout = timeout
         self.max_connections = max_connections
         self.default_timeout = timeout.client_timeout()
-        self._entries: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Entry] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._leases: dict[asyncio.AbstractEventLoop, _Shared] = {}
         self._closed = False
-        # The last loop's session, checked before the weak dictionary (which builds a weak
-        # reference per lookup): calls nearly always come from the loop that came last.
+        # The last loop's session, checked before the dictionaries: calls nearly always come
+        # from the loop that came last.
         self._last: tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession] | None = None
 
     async def session(self) -> aiohttp.ClientSession:
-        """The running loop's session, created on first use.
+        """The running loop's session, leased on first use.
 
         Raises:
             ClosedError: `aclose` was called.
@@ -153,51 +211,50 @@ class SessionPool:
         last = self._last
         if last is not None and last[0] is loop and not last[1].closed:
             return last[1]
-        entry = self._entries.get(loop)
-        if entry is not None and not entry.session.closed:
-            self._last = (loop, entry.session)
-            return entry.session
         if self._closed:
             raise ClosedError("the HTTP client was closed")
-        for other in [other for other in self._entries if other.is_closed()]:
-            del self._entries[other]
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self.default_timeout,
-            headers={"User-Agent": "chatstream"},
-            auto_decompress=True,
-            trace_configs=[_REUSE_TRACING],
-        )
-        closer = _close_at_shutdown(session)
-        await closer.asend(None)
-        self._entries[loop] = _Entry(session, closer)
-        self._last = (loop, session)
-        return session
+        shared = self._leases.get(loop)
+        if shared is None or shared.session.closed:
+            shared = await _lease(loop, self.max_connections, self)
+            for other in list(self._leases):
+                if other.is_closed():
+                    self._leases.pop(other, None)
+            self._leases[loop] = shared
+        self._last = (loop, shared.session)
+        return shared.session
 
     def stats(self) -> PoolStats:
-        """Connection counts of the running loop's session (zeros when it has none)."""
-        entry = self._entries.get(asyncio.get_running_loop())
-        if entry is None or entry.session.closed:
+        """Connection counts of the running loop's session (zeros when this pool has none).
+
+        The session is shared: the counts include the connections of the other pools with the
+        same ``max_connections`` on this loop.
+        """
+        shared = self._leases.get(asyncio.get_running_loop())
+        if shared is None or shared.session.closed:
             return PoolStats(0, 0)
-        connector = entry.session.connector
+        connector = shared.session.connector
         # aiohttp has no public pool statistics; these two attributes are all of its state.
         acquired = getattr(connector, "_acquired", ())
         idle = getattr(connector, "_conns", {})
         return PoolStats(len(acquired), sum(len(conns) for conns in idle.values()))
 
     async def aclose(self) -> None:
-        """Close every session: the running loop's here, others on their own loops. Idempotent."""
+        """End every lease, closing each session no other open pool holds. Idempotent.
+
+        The running loop's session is released here, others on their own loops.
+        """
         self._closed = True
         self._last = None
         current = asyncio.get_running_loop()
-        entries = list(self._entries.items())
-        self._entries.clear()
+        leases = list(self._leases.items())
+        self._leases.clear()
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_TIMEOUT):
-            for loop, entry in entries:
+            for loop, shared in leases:
                 if loop is current:
-                    await entry.closer.aclose()
+                    await _release(loop, shared, self)
                 elif loop.is_running():
-                    future = asyncio.run_coroutine_threadsafe(entry.closer.aclose(), loop)
+                    future = asyncio.run_coroutine_threadsafe(_release(loop, shared, self), loop)
                     await asyncio.wrap_future(future)
-                # A stopped loop closes its generator, and so the session, when it shuts down.
+                else:
+                    # A stopped loop closes the session, if still unused, when it shuts down.
+                    shared.holders.discard(self)

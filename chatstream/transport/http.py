@@ -81,7 +81,9 @@ class HTTPClient:
         max_retries: Retries of a failed request (connection error, 408, 409, 429, 5xx). A
             request that met a pooled connection the server had closed while it was idle is
             resent once at once, on top of these and without a backoff.
-        max_connections: Pool size per event loop.
+        max_connections: Pool size per event loop. The clients with the same
+            ``max_connections`` share a loop's pool (one aiohttp session): it is the size of
+            their shared pool, and a new client finds the others' idle connections.
         retry: A full retry policy; overrides ``max_retries``.
         on_response: Told the status and headers of every response (a rate limiter adapts
             to the server's remaining budgets and its 429s).
@@ -101,6 +103,18 @@ class HTTPClient:
         self.retry = retry if retry is not None else RetryPolicy(max_retries=max_retries)
         self.on_response = on_response
         self._pool = SessionPool(timeout=timeout or Timeout(), max_connections=max_connections)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> HTTPClient:
+        # Sessions belong to their loops and cannot be copied: a copy is a new client with the
+        # same settings (pydantic deep-copies a model's private state in model_copy(deep=...)).
+        pool = self._pool
+        return HTTPClient(
+            provider=self.provider,
+            timeout=pool.timeout,
+            max_connections=pool.max_connections,
+            retry=self.retry,
+            on_response=self.on_response,
+        )
 
     def open_stream(
         self,
@@ -181,11 +195,19 @@ class HTTPClient:
             raise StreamProtocolError(f"the response from {url} is not JSON", line=excerpt) from exc
 
     def stats(self) -> PoolStats:
-        """Connection counts of the running loop's pool (for tests and diagnostics)."""
+        """Connection counts of the running loop's pool (for tests and diagnostics).
+
+        The pool is shared: the counts include the other clients' connections in it.
+        """
         return self._pool.stats()
 
     async def aclose(self) -> None:
-        """Close the sessions of every loop that used this client. Idempotent."""
+        """Release the pools of every loop that used this client. Idempotent.
+
+        A pool that no other open client uses is closed, with its connections. A client
+        dropped without `aclose` leaves its pools open for other clients, until their loops
+        shut down.
+        """
         await self._pool.aclose()
 
     async def _send(
