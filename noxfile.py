@@ -1,4 +1,4 @@
-"""Development sessions; ``nox -s lint typecheck tests faults ray examples`` is what CI runs.
+"""Development sessions; ``nox -s lint typecheck tests fast faults ray examples`` is what CI runs.
 
 The README gives the same command.
 """
@@ -16,6 +16,9 @@ EXAMPLES = [
     ["examples/terminal_stream.py"],
     ["examples/aiohttp_backend.py", "--self-test"],
 ]
+
+FAST_TESTS = ["tests/fast", "tests/providers", "tests/transport/test_ndjson.py", "tests/batch"]
+"""The fast-decoder suite, then every suite whose streams decode JSON (none needs the model)."""
 
 # llama.cpp is compiled from source: a native build died with "Illegal instruction" on these
 # machines, the portable one did not. pip caches the built wheel, so only the first build waits.
@@ -40,17 +43,34 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Run mypy --strict over the package, tests, benchmarks, examples and this file."""
-    install_local(session, "dev")
+    install_local(session, "dev", "fast")
     session.run("mypy")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite under coverage, with the local model and its OpenAI-compatible server."""
+    """The test suite under coverage, with the local model and its OpenAI-compatible server.
+
+    It runs without the ``fast`` extra (the stdlib decodes JSON); `fast` runs the decoding
+    tests again with msgspec.
+    """
     install_local(session, "dev")
     session.install("llama-cpp-python[server]", env=LOCAL_BUILD)
     session.run("coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "report", "--skip-covered", "--sort=cover")
+
+
+@nox.session
+def fast(session: nox.Session) -> None:
+    """The ``fast`` extra: msgspec decodes every stream's JSON, and must answer as json.loads.
+
+    `tests/fast` is left out of the plain ``pytest`` run (``collect_ignore`` in
+    tests/conftest.py), which has no msgspec; it runs here with the suites whose streams decode
+    JSON, none of which needs the local model. ``CHATSTREAM_JSON=msgspec`` makes a missing
+    extra an error instead of a quiet fallback to the stdlib.
+    """
+    session.install("-e", ".[dev,fast]")
+    session.run("pytest", *(session.posargs or FAST_TESTS), env={"CHATSTREAM_JSON": "msgspec"})
 
 
 @nox.session
@@ -81,7 +101,9 @@ def bench(session: nox.Session) -> None:
     The peers are installed into this session only, never as project dependencies. Writes
     benchmarks/results/latest.json and latest.md; ``nox -s bench -- --quick`` takes under 2 minutes.
     """
-    install_local(session)  # section 7 compares ChatLlamaCpp with llama-cpp-python itself
+    # Section 7 compares ChatLlamaCpp with llama-cpp-python itself; `fast` adds the contender
+    # that decodes with msgspec.
+    install_local(session, "fast")
     session.install("langchain-core>=1.7", "langchain-openai>=1.7", "openai>=3.54")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
 

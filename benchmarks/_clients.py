@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 
+    from chatstream._json import Decoder
+
     Consume = Callable[[int, list[float] | None], Awaitable[int]]
 
 T = TypeVar("T")
@@ -26,11 +28,14 @@ T = TypeVar("T")
 FLOOR = "floor"
 CHATSTREAM = "chatstream astream"
 CHATSTREAM_LOG = "chatstream astream_log"
+CHATSTREAM_FAST = "chatstream astream, msgspec"
+"""`CHATSTREAM` with the ``fast`` extra decoding (the others decode with the stdlib)."""
 OPENAI = "openai AsyncOpenAI"
 LANGCHAIN = "langchain-openai astream"
 LANGCHAIN_LOG = "langchain-openai astream_log"
-CLIENTS = (FLOOR, CHATSTREAM, CHATSTREAM_LOG, OPENAI, LANGCHAIN, LANGCHAIN_LOG)
-"""Every HTTP contender, floor first."""
+_FAST = (CHATSTREAM_FAST,) if importlib.util.find_spec("msgspec") else ()
+CLIENTS = (FLOOR, CHATSTREAM, CHATSTREAM_LOG, *_FAST, OPENAI, LANGCHAIN, LANGCHAIN_LOG)
+"""Every HTTP contender, floor first; the msgspec one when the ``fast`` extra is installed."""
 
 MODEL = "bench"
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -75,6 +80,18 @@ def _model_consume(model: Any, *, run_log: bool) -> Consume:
     return lambda n, first: _count(model.astream("Hi", max_tokens=n), _chunk_content, first)
 
 
+def _decoding(decoder: Decoder, consume: Consume) -> Consume:
+    # The decoder is one per process and the contenders take turns in one: each chatstream
+    # stream says which it runs with (the default would be msgspec wherever it is installed).
+    from chatstream import _json
+
+    def decoded(n: int, first: list[float] | None) -> Awaitable[int]:
+        _json.set_decoder(decoder)
+        return consume(n, first)
+
+    return decoded
+
+
 def _floor(session: Any, url: str) -> Consume:
     async def consume(n: int, first: list[float] | None) -> int:
         # Raw aiohttp: split events on blank lines, json.loads each data line.
@@ -105,14 +122,15 @@ async def open_client(name: str, base_url: str, limit: int) -> AsyncIterator[Con
             connector = aiohttp.TCPConnector(limit=limit)
             session = await stack.enter_async_context(aiohttp.ClientSession(connector=connector))
             yield _floor(session, base_url + "/chat/completions")
-        elif name in (CHATSTREAM, CHATSTREAM_LOG):
+        elif name in (CHATSTREAM, CHATSTREAM_LOG, CHATSTREAM_FAST):
             from chatstream.providers.openai import ChatOpenAI
 
             model = ChatOpenAI(
                 base_url=base_url, api_key="bench", model=MODEL, max_connections=limit
             )
             stack.push_async_callback(model.aclose)
-            yield _model_consume(model, run_log=name == CHATSTREAM_LOG)
+            consume = _model_consume(model, run_log=name == CHATSTREAM_LOG)
+            yield _decoding("msgspec" if name == CHATSTREAM_FAST else "stdlib", consume)
         elif name == OPENAI:
             client = _openai_client(base_url, limit)
             stack.push_async_callback(client.close)

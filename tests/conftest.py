@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 
 # The fault suite has a session of its own (`nox -s faults`, or `pytest tests/faults`: a path
 # given explicitly is still collected), so the main run does not repeat its 2,000-stream and
-# kill -9 scenarios.
-collect_ignore = ["faults"]
+# kill -9 scenarios. The fast-decoder suite needs the `fast` extra, which only `nox -s fast`
+# installs.
+collect_ignore = ["faults", "fast"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

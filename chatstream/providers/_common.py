@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BeforeValidator, PlainSerializer, SecretStr
 
+from .._json import loads
 from ..errors import (
     AuthenticationError,
     BadRequestError,
@@ -29,7 +30,7 @@ from ..messages import UsageMetadata
 from ..transport.http import HTTPClient, Timeout, error_class, redact
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from ..ratelimit import RateLimiter
 
@@ -130,21 +131,6 @@ def map_stream_errors(provider: str, secrets: Sequence[str] = ()) -> Iterator[No
             f"a data event of the stream is not JSON ({exc.msg})",
             line=redact(exc.doc[:200], secrets),
         ) from exc
-
-
-_scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set by __init__; typeshed omits it
-
-
-def loads(data: str) -> Any:
-    """``json.loads`` for one event's data, without its wrappers when the data is plain."""
-    # The C scanner alone: json.loads adds two wrapper calls and two regex matches per event.
-    try:
-        value, end = _scan_json(data, 0)
-    except StopIteration:
-        end = -1
-    if end != len(data):  # leading or trailing whitespace, junk, or not JSON: the full path
-        return json.loads(data)
-    return value
 
 
 def dump_arguments(value: Any) -> str | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from codecs import utf_8_decode as _utf8_decode
 from typing import Any, NoReturn, final
 
+from chatstream._json import loads
 from chatstream.errors import ClosedError, StreamProtocolError
 
 __all__ = ["NDJSONDecoder"]
@@ -119,7 +119,7 @@ class NDJSONDecoder:
         if limit is not None and len(line) - line.endswith("\r") > limit:
             self._too_long(line)
         try:
-            return json.loads(line)
+            return loads(line)
         except (ValueError, RecursionError) as exc:
             # ValueError covers JSONDecodeError and Python's integer digit limit.
             raise StreamProtocolError(
