@@ -6,6 +6,7 @@ Only rules that are the same for every provider live here; each wire format stay
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 from contextlib import contextmanager
@@ -268,22 +269,42 @@ def request_target(
     one already (an API key). ``default_headers`` go over ``headers``; every credential's
     value joins ``secrets``, to be scrubbed from whatever the server echoes.
     """
+    # Every call of a model asks the same question: the answer is kept (by value, so that a
+    # model whose settings are changed gets a new one). The caller owns the dict it gets.
+    url, merged, found = _target(
+        base_url, path, tuple(headers.items()), tuple(default_headers.items()), secrets
+    )
+    return url, dict(merged), found
+
+
+@functools.lru_cache(maxsize=256)
+def _target(
+    base_url: str,
+    path: str,
+    headers: tuple[tuple[str, str], ...],
+    default_headers: tuple[tuple[str, str], ...],
+    secrets: tuple[str, ...],
+) -> tuple[str, tuple[tuple[str, str], ...], tuple[str, ...]]:
     parts = urlsplit(base_url.rstrip("/") + path)
     found = list(secrets)
-    headers = {**headers, **default_headers}
+    merged = {**dict(headers), **dict(default_headers)}
     if parts.username is not None or parts.password is not None:
         user, password = unquote(parts.username or ""), unquote(parts.password or "")
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        if not any(name.lower() == "authorization" for name in headers):
-            headers["Authorization"] = f"Basic {token}"
+        if not any(name.lower() == "authorization" for name in merged):
+            merged["Authorization"] = f"Basic {token}"
         found += [password, token]
         parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
-    found += [value for name, value in headers.items() if is_secret_header(name)]
+    found += [value for name, value in merged.items() if is_secret_header(name)]
     # The whole header value and its bare token: a server may echo either. Very short values
     # ("1") are left alone: scrubbing them would mangle every message.
     found += [value.split(" ", 1)[1] for value in found if " " in value]
     kept = [item for item in found if len(item) >= _SHORTEST_SECRET or item in secrets]
-    return urlunsplit(parts), headers, tuple(dict.fromkeys(item for item in kept if item))
+    return (
+        urlunsplit(parts),
+        tuple(merged.items()),
+        tuple(dict.fromkeys(item for item in kept if item)),
+    )
 
 
 class _TransportSettings(Protocol):

@@ -9,16 +9,18 @@ protocol's end marker), so it is written here once; a provider brings its wire m
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
 
+from ..errors import ProviderError
 from ._common import loads, map_stream_errors
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
     from ..messages import AIMessageChunk
-    from ..transport.http import Decoder, HTTPClient
+    from ..transport.http import Decoder, HTTPClient, ResponseStream
 
 __all__ = ["Request", "StreamState", "copy_settings", "stream_chunks"]
 
@@ -69,6 +71,7 @@ async def stream_chunks(
     state: StreamState[T],
     *,
     on_json_body: Callable[[Any], Sequence[AIMessageChunk]] | None = None,
+    fallback: Callable[[Request, ProviderError], Request | None] | None = None,
 ) -> AsyncGenerator[AIMessageChunk, None]:
     """Send ``request`` and yield the chunks ``state`` reads from the streamed response.
 
@@ -80,35 +83,65 @@ async def stream_chunks(
         on_json_body: For a server that ignores ``stream: true`` and answers with one JSON
             document: the chunks of that document (read by ``state`` too, so that its end
             and usage are checked as a stream's would be).
+        fallback: Told the error status that refused a request, before anything streamed:
+            returns the request to send instead (without a field that server rejects), or
+            ``None`` to raise the error.
 
     Raises:
         ProviderError: An error status, or an error object inside the stream (scrubbed).
         StreamProtocolError: Data that is not JSON.
         StreamInterruptedError: The stream ended before the protocol said it was complete.
     """
-    stream = client.open_stream(
-        request.url,
-        json=request.payload,
-        headers=request.headers,
-        decoder=decoder,
-        secrets=request.secrets,
-    )
-    async with stream as items:
+    items = await _open(client, request, decoder, fallback)
+    try:
         with map_stream_errors(client.provider, request.secrets):
             if on_json_body is not None and items.content_type.endswith("json"):
                 for chunk in on_json_body(loads((await items.read()).decode())):
                     yield chunk
             else:
-                async for item in items:
-                    for chunk in state.feed(item):
-                        yield chunk
-                    if state.done:
-                        break
+                feed = state.feed
+                # A batch per network read, not an await per event: a read often holds many.
+                while not state.done and (batch := await items.batch()):
+                    for item in batch:
+                        for chunk in feed(item):
+                            yield chunk
+                        if state.done:
+                            break
         state.check_end()
         if state.done:
             await items.drain()
+    finally:
+        items.close()
+    # One turn of the loop before the caller can send again: a server that closes the
+    # connection right after the body (some do, though the response said keep-alive) is then
+    # seen to have closed it, and the next request opens a new one instead of meeting the
+    # dead socket and being resent.
+    await asyncio.sleep(0)
     for chunk in state.final_chunks():
         yield chunk
+
+
+async def _open(
+    client: HTTPClient,
+    request: Request,
+    decoder: Decoder[T],
+    fallback: Callable[[Request, ProviderError], Request | None] | None,
+) -> ResponseStream[T]:
+    """The response to ``request``, or to what ``fallback`` sends instead after a refusal."""
+    while True:
+        stream = client.open_stream(
+            request.url,
+            json=request.payload,
+            headers=request.headers,
+            decoder=decoder,
+            secrets=request.secrets,
+        )
+        try:
+            return await stream.__aenter__()
+        except ProviderError as error:
+            if fallback is None or (instead := fallback(request, error)) is None:
+                raise
+            request = instead
 
 
 def copy_settings(

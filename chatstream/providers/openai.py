@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Annotated, Any, final
 
 from pydantic import Field, PrivateAttr, SecretStr
 
 from .._compat import override
-from ..errors import BadRequestError, StreamInterruptedError
+from ..errors import BadRequestError, ProviderError, StreamInterruptedError
 from ..messages import (
     CHOICE_INDEX,
     AIMessage,
@@ -380,6 +379,20 @@ class _ModelState:
         self.client = client
         self.stream_options_refused = False
 
+    def without_stream_options(self, request: Request, error: ProviderError) -> Request | None:
+        """The request again without ``stream_options``, if the server refused those.
+
+        Some OpenAI-compatible servers reject the field with a 400; the model then stops
+        asking for streamed usage, for this request and every later one.
+        """
+        if not isinstance(error, BadRequestError) or "stream_options" not in request.payload:
+            return None
+        if not _refuses_stream_options(error):
+            return None
+        self.stream_options_refused = True
+        payload = {key: value for key, value in request.payload.items() if key != "stream_options"}
+        return Request(request.url, payload, request.headers, request.secrets)
+
 
 # -- the model ----------------------------------------------------------------------------------
 
@@ -489,36 +502,25 @@ class ChatOpenAI(BaseChatModel):
         return request_target(self.base_url, path, headers, self.default_headers, secrets)
 
     @override
-    async def _astream(
+    def _astream(
         self, messages: list[BaseMessage], *, stop: list[str] | None = None, **settings: Any
     ) -> AsyncIterator[AIMessageChunk]:
+        # The shared stream itself, closed by whoever consumes it: no generator of its own.
         url, headers, secrets = self._target()
         state = self._state
         ask_usage = self.stream_usage and not state.stream_options_refused
         payload = _to_wire(
             messages, {**settings, "stop": stop, "model": self.model, "stream_usage": ask_usage}
         )
-        request = Request(url, payload, headers, secrets)
-        while True:
-            response = _StreamState(settings["n"] or 1)
-            started = False
-            chunks = stream_chunks(
-                state.client, request, SSEDecoder(), response, on_json_body=response.feed_value
-            )
-            try:
-                async with aclosing(chunks):
-                    async for chunk in chunks:
-                        started = True
-                        yield chunk
-                return
-            except BadRequestError as exc:
-                if started or "stream_options" not in request.payload:
-                    raise
-                if not _refuses_stream_options(exc):
-                    raise
-                state.stream_options_refused = True
-                payload = {key: value for key, value in payload.items() if key != "stream_options"}
-                request = Request(request.url, payload, headers, secrets)
+        response = _StreamState(settings["n"] or 1)
+        return stream_chunks(
+            state.client,
+            Request(url, payload, headers, secrets),
+            SSEDecoder(),
+            response,
+            on_json_body=response.feed_value,
+            fallback=state.without_stream_options,
+        )
 
     @override
     async def _aclose(self) -> None:

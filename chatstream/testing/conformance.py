@@ -480,6 +480,26 @@ class ChatModelConformance(ToolConformance, SecretsConformance):
         assert caught.value.partial.content
         assert len(server.requests) == 1
 
+    async def test_back_to_back_calls_to_a_server_that_closes_after_each_stream(
+        self, harness: ProviderHarness, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Every call is answered, none retried with a backoff, each request sent once.
+
+        The server closes every connection after its response, though the response said
+        keep-alive. A call that meets the closed pooled connection is resent at once (the
+        transport's rule); the stream's turn of the loop at its end makes that rare against
+        a server in another process (the benchmark's ``calls`` section measures it), but a
+        server on the test's own loop closes later than that.
+        """
+        calls = 10
+        caplog.set_level(logging.DEBUG, logger="chatstream.transport")
+        async with self.running(harness, [HELLO] * calls) as (server, model):
+            server.close_after_stream = True
+            answers = [(await model.ainvoke("Hi")).text for _ in range(calls)]
+        assert answers == [HELLO.text] * calls
+        assert len(server.requests) == calls
+        assert not [r for r in caplog.records if hasattr(r, "retry_delay")]
+
     async def test_early_break_releases_the_connection(self, harness: ProviderHarness) -> None:
         """Breaking out of a stream closes its connection at once."""
         faults = Faults(chunk_delay=0.01)

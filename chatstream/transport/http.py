@@ -328,11 +328,15 @@ class ResponseStream(Generic[T]):
         "_decoder",
         "_done",
         "_headers",
+        "_idle",
+        "_loop",
         "_method",
         "_ready",
         "_response",
         "_secrets",
         "_url",
+        "_waiting_since",
+        "_watch",
         "content_type",
     )
 
@@ -357,6 +361,10 @@ class ResponseStream(Generic[T]):
         self._content: aiohttp.StreamReader | None = None
         self._ready: deque[T] = deque()
         self._done = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: float | None = None
+        self._watch: asyncio.TimerHandle | None = None
+        self._waiting_since: float | None = None
         self.content_type = ""
 
     async def __aenter__(self) -> Self:
@@ -366,7 +374,38 @@ class ResponseStream(Generic[T]):
         self._response = response
         self._content = response.content
         self.content_type = response.content_type
+        self._watch_idle(response)
         return self
+
+    def _watch_idle(self, response: aiohttp.ClientResponse) -> None:
+        """Time the silences of the body here, with one timer, instead of in aiohttp.
+
+        aiohttp's ``sock_read`` limit (which timed the wait for the headers) reschedules a
+        timer on every read of the socket: for a stream of small events that is a timer
+        created and cancelled per event, a good part of the cost of reading one. Here a
+        read only notes when its wait began, and one timer looks at that once per ``idle``
+        seconds; only time spent waiting for the server counts, not a slow consumer's.
+        """
+        idle = self._client._pool.timeout.idle
+        connection = response.connection
+        if idle is None or connection is None or connection.protocol is None:
+            return  # no limit, or the body is in already
+        connection.protocol.read_timeout = None  # from its next read on; this one still runs
+        self._loop = loop = asyncio.get_running_loop()
+        self._idle = idle
+        self._watch = loop.call_at(loop.time() + idle, self._check_idle)
+
+    def _check_idle(self) -> None:
+        loop, idle, content = self._loop, self._idle, self._content
+        if loop is None or idle is None or content is None:
+            return
+        since, now = self._waiting_since, loop.time()
+        if since is not None and now - since >= idle:
+            self._watch = None
+            # aiohttp's own exception for the same silence: mapped alike (APITimeoutError).
+            content.set_exception(aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
+            return
+        self._watch = loop.call_at((now if since is None else since) + idle, self._check_idle)
 
     async def __aexit__(
         self,
@@ -384,26 +423,55 @@ class ResponseStream(Generic[T]):
         while not ready:
             if self._done:
                 raise StopAsyncIteration
-            content = self._content
-            if content is None:
-                raise RuntimeError("enter the stream with `async with` before iterating it")
-            try:
-                data = await content.readany()
-            except _CLIENT_ERRORS as exc:
-                raise map_client_error(exc, in_body=True, url=self._url) from exc
-            if data:
-                ready.extend(self._decoder.feed(data))
-            else:
-                self._done = True
-                ready.extend(self._decoder.close())
+            ready.extend(await self._read_items())
         return ready.popleft()
+
+    async def batch(self) -> list[T]:
+        """The next items, as many as one read of the body completed; ``[]`` at its end.
+
+        For a loop over every item: one await per network read rather than one per item,
+        which is most of what iterating costs when a read holds many events.
+        """
+        ready = self._ready
+        if ready:
+            items = list(ready)
+            ready.clear()
+            return items
+        while not self._done:
+            if items := await self._read_items():
+                return items
+        return []
+
+    async def _read_items(self) -> list[T]:
+        # One read of the body, decoded: often no complete item yet, or several.
+        content = self._content
+        if content is None:
+            raise RuntimeError("enter the stream with `async with` before iterating it")
+        loop = self._loop
+        if loop is not None:
+            self._waiting_since = loop.time()
+        try:
+            data = await content.readany()
+        except _CLIENT_ERRORS as exc:
+            raise map_client_error(exc, in_body=True, url=self._url) from exc
+        finally:
+            self._waiting_since = None
+        if data:
+            return self._decoder.feed(data)
+        self._done = True
+        return self._decoder.close()
 
     async def read(self) -> bytes:
         """The rest of the body, undecoded (for a server that answered JSON instead)."""
-        if self._response is None:
+        response = self._response
+        if response is None:
             raise RuntimeError("enter the stream with `async with` before reading it")
+        connection = response.connection
+        if connection is not None and connection.protocol is not None:
+            # One read of the whole body: aiohttp's per-read limit fits it, so it gets it back.
+            connection.protocol.read_timeout = self._idle
         try:
-            data = await self._response.read()
+            data = await response.read()
         except _CLIENT_ERRORS as exc:
             raise map_client_error(exc, in_body=True, url=self._url) from exc
         self._done = True
@@ -415,19 +483,26 @@ class ResponseStream(Generic[T]):
         Waits at most a fraction of a second for the end of the HTTP body and discards what
         comes; a server that keeps the response open just gets its connection closed.
         """
-        content = self._content
-        if content is None or content.at_eof():
+        content, response = self._content, self._response
+        if content is None or response is None or content.at_eof():
             return
-        with anyio.move_on_after(_DRAIN_TIMEOUT):
-            try:
-                while await content.readany():
-                    pass
-            except _CLIENT_ERRORS:
-                pass  # the answer is complete; a broken tail only costs the connection
+        # A timer that closes the response, not a cancel scope: this runs at the end of nearly
+        # every call, and a scope costs more than the rest of a short call's ending.
+        deadline = asyncio.get_running_loop().call_later(_DRAIN_TIMEOUT, response.close)
+        try:
+            while await content.readany():
+                pass
+        except _CLIENT_ERRORS:
+            pass  # the answer is complete; a broken or closed tail only costs the connection
+        finally:
+            deadline.cancel()
 
     def close(self) -> None:
         """Release the connection: to the pool if the body was read to its end, else closed."""
         response, self._response = self._response, None
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if response is None:
             return
         self._done = True

@@ -268,3 +268,60 @@ async def test_aclose_closes_the_sync_bridge_loops_session() -> None:
         finally:
             await client.aclose()  # from this loop, while the bridge loop keeps running
         assert bridge.closed
+
+
+async def test_a_silence_in_the_body_longer_than_idle_times_out() -> None:
+    # The body's silences are timed by the stream's own watchdog (not aiohttp's per-read timer).
+    async with OpenAIServer([HI], Faults(stall_after=2)) as server:
+        client = HTTPClient(provider="test", timeout=Timeout(idle=0.2), max_retries=0)
+        try:
+            with anyio.fail_after(10):  # a hang guard only: the limit is 0.2 s
+                with pytest.raises(APITimeoutError, match="waiting for the next chunk"):
+                    await read_all(client, server)
+            assert client.stats().in_use == 0  # the timed-out connection is given up
+        finally:
+            await client.aclose()
+        await server.wait_for_disconnects(1)
+
+
+async def test_a_slow_consumer_is_not_a_silent_server() -> None:
+    # Only time spent waiting for the server counts: a consumer that pauses longer than the
+    # idle limit between reads, while the server has sent everything, is not timed out.
+    reply = ScriptedReply(text_chunks=["a", "b", "c"])
+    async with OpenAIServer([reply]) as server:
+        client = HTTPClient(provider="test", timeout=Timeout(idle=0.1), max_retries=0)
+        try:
+            async with client.open_stream(
+                url(server), json=STREAM, headers={}, decoder=SSEDecoder()
+            ) as stream:
+                events = []
+                async for event in stream:
+                    events.append(event)
+                    await anyio.sleep(0.15)
+        finally:
+            await client.aclose()
+    assert text_of(events) == "abc"
+
+
+async def test_a_body_left_open_after_the_end_marker_costs_only_its_connection() -> None:
+    # [DONE] came but the server holds the body open: drain waits a moment, then closes the
+    # connection instead of pooling it, and the stream ends normally.
+    events_in_reply = 5  # the role chunk, "Hi", "!", the finish chunk and [DONE]
+    async with OpenAIServer([HI], Faults(stall_after=events_in_reply)) as server:
+        client = HTTPClient(provider="test")
+        try:
+            with anyio.fail_after(10):  # a hang guard only: drain gives up after 0.25 s
+                async with client.open_stream(
+                    url(server), json=STREAM, headers={}, decoder=SSEDecoder()
+                ) as stream:
+                    events = []
+                    async for event in stream:
+                        events.append(event)
+                        if event.data == "[DONE]":
+                            break
+                    await stream.drain()
+            assert client.stats() == PoolStats(in_use=0, idle=0)
+            await server.wait_for_disconnects(1)
+        finally:
+            await client.aclose()
+    assert text_of(events) == "Hi!"
