@@ -6,6 +6,7 @@ chatstream`` minus the empty interpreter.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,9 @@ FLOOR = "floor: aiohttp, anyio, pydantic, jsonpatch"
 STATEMENTS = {
     EMPTY: "pass",
     FLOOR: "import aiohttp, anyio, pydantic, jsonpatch",
+    "anyio, pydantic, jsonpatch (what import chatstream loads)": (
+        "import anyio, pydantic, jsonpatch"
+    ),
     "chatstream": "import chatstream",
     "chatstream.providers.openai": "import chatstream.providers.openai",
     "langchain_core": "import langchain_core",
@@ -28,16 +32,27 @@ STATEMENTS = {
 }
 
 
-def _interpreter(statement: str, folder: str) -> None:
+def _interpreter(statement: str, folder: str, env: dict[str, str]) -> None:
     # Not from the repository: only the installed packages are on the path.
-    subprocess.run([sys.executable, "-c", statement], cwd=folder, check=True)
+    subprocess.run([sys.executable, "-c", statement], cwd=folder, check=True, env=env)
+
+
+def _environment(folder: str) -> dict[str, str]:
+    # Bytecode is cached, as for an installed package: with PYTHONDONTWRITEBYTECODE (set on
+    # some machines) an editable install would compile every chatstream module on each start.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(folder, "pycache")
+    return env
 
 
 def run(quick: bool) -> list[Group]:
     """Wall ms of each statement in a new interpreter, and the same minus the empty one."""
     with tempfile.TemporaryDirectory() as folder:
-        calls = {name: partial(_interpreter, code, folder) for name, code in STATEMENTS.items()}
-        samples = interleave_sync(calls, 2 if quick else 5)  # the warm-up writes the .pyc files
+        env = _environment(folder)
+        calls = {
+            name: partial(_interpreter, code, folder, env) for name, code in STATEMENTS.items()
+        }
+        samples = interleave_sync(calls, 3 if quick else 10)  # the warm-up writes the .pyc files
     wall = wall_group(SECTION, "fresh interpreter ms", samples, unit="ms", scale=1e3)
     wall.floor = FLOOR
     empty = wall.median(EMPTY)

@@ -16,8 +16,9 @@ DASH = "\u2013"
 RESULTS = Path(__file__).resolve().parent / "results"
 TITLES = {
     "in-process": "1. In process, no HTTP",
-    "http": "2. HTTP, 10,000-chunk stream from a server in another process",
+    "http": "2. HTTP streams from a server in another process (1,000 to 100,000 chunks)",
     "ttft": "3. Time to first chunk over HTTP (1-chunk stream)",
+    "calls": "3b. What a call costs over HTTP: a fresh model per call, a server that closes",
     "concurrency": "4. Concurrency (each client in its own process)",
     "abatch": "5. abatch on the in-process models (each in its own process)",
     "import": "6. Import time (fresh interpreter)",

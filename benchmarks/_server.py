@@ -4,8 +4,11 @@ A request's ``max_tokens`` (or ``max_completion_tokens``) says how many content 
 (then the finish, usage and ``[DONE]`` events), and its path how: ``/event/v1/...`` writes one
 event at a time with a loop turn between them, as a model streams; ``/bulk/v1/...`` writes the
 whole body at once; ``/wait/v1/...`` first waits `WAIT` seconds (as a model thinks before its
-first token, so that many calls are in flight at once), then writes as ``event`` does. Bodies are
-built once per ``n`` and cached, so serving costs the same for every client.
+first token, so that many calls are in flight at once), then writes as ``event`` does;
+``/close/v1/...`` writes as ``bulk`` does and then closes the connection, although its response
+said nothing of it (HTTP/1.1 keep-alive is the default): some servers and proxies do this after
+every stream. Bodies are built once per ``n`` and cached, so serving costs the same for every
+client.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ _RESPONSE_HEAD = (
 
 
 def base_url(port: int, mode: str) -> str:
-    """The ``/v1`` root a client is given to receive its chunks in ``mode`` (event, bulk, wait)."""
+    """The ``/v1`` root a client is given to receive its chunks in ``mode`` (bulk, close...)."""
     return f"http://127.0.0.1:{port}/{mode}/v1"
 
 
@@ -83,7 +86,7 @@ async def _serve() -> None:
                 events = cache.get(n) or cache.setdefault(n, body(n))
                 if mode == b"wait":
                     await asyncio.sleep(WAIT)
-                if mode == b"bulk":
+                if mode in (b"bulk", b"close"):
                     writer.write(_RESPONSE_HEAD + b"".join(events))
                 else:
                     writer.write(_RESPONSE_HEAD)
@@ -92,8 +95,11 @@ async def _serve() -> None:
                         await writer.drain()
                         await asyncio.sleep(0)  # one write, one turn: as a model streams
                 await writer.drain()
+                if mode == b"close":
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+            pass
+        writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
     print(server.sockets[0].getsockname()[1], flush=True)  # the parent waits for this line

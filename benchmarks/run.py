@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from . import (
     _abatch,
     _amap,
+    _calls,
     _concurrency,
     _features,
     _http,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 SECTIONS = (
     "inprocess",
     "http",
+    "calls",
     "concurrency",
     "abatch",
     "imports",
@@ -47,8 +49,9 @@ SECTIONS = (
     "amap-http",
     "features",
 )
-"""In the order they run; ``http`` includes time to first chunk, ``features`` structured
-output, the response cache and the rate limiter."""
+"""In the order they run; ``http`` includes time to first chunk, ``calls`` a fresh model per
+call and a server that closes after each stream, ``features`` structured output, the response
+cache and the rate limiter."""
 _QUIET_ENV = ("CHATSTREAM_TRACING", "LANGCHAIN_TRACING_V2", "LANGSMITH_TRACING", "OPENAI_API_KEY")
 """Switched off for the run (and its subprocesses): tracing would measure something else."""
 
@@ -108,10 +111,12 @@ def main() -> None:
     notes: list[str] = []
     if "inprocess" in chosen:
         groups += _timed("in-process", lambda: _inprocess.run(quick))
-    if "http" in chosen or "concurrency" in chosen:
+    if {"http", "calls", "concurrency"} & set(chosen):
         with serving() as port:
             if "http" in chosen:
                 groups += _timed("http", lambda: _http.run(port, quick))
+            if "calls" in chosen:
+                groups += _timed("calls", lambda: _calls.run(port, quick))
             if "concurrency" in chosen:
                 groups += _timed("concurrency", lambda: _concurrency.run(port, quick))
     if "abatch" in chosen:
