@@ -194,10 +194,11 @@ class SSEDecoder:
                         _set_id(event, self._id_buffer)
                         _set_retry(event, self._retry_block)
                         events.append(event)
-                        data_lines = self._data = []
-                    self._event_type = ""
-                    self._retry_block = None
-                    self._dirty = False
+                        data_lines.clear()  # the event holds its own string
+                    if self._dirty:  # only a field line (`_field`) sets these
+                        self._event_type = ""
+                        self._retry_block = None
+                        self._dirty = False
                 elif line.startswith("data:"):
                     data_lines.append(line[6:] if line.startswith(" ", 5) else line[5:])
                 elif line[0] != ":":
