@@ -397,7 +397,8 @@ class ResponseStream(Generic[T]):
 
     def _check_idle(self) -> None:
         loop, idle, content = self._loop, self._idle, self._content
-        if loop is None or idle is None or content is None:
+        if loop is None or idle is None or content is None or content.at_eof():
+            self._watch = None  # the body is in: nothing left to wait for, even if never closed
             return
         since, now = self._waiting_since, loop.time()
         if since is not None and now - since >= idle:

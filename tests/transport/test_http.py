@@ -325,3 +325,21 @@ async def test_a_body_left_open_after_the_end_marker_costs_only_its_connection()
         finally:
             await client.aclose()
     assert text_of(events) == "Hi!"
+
+
+async def test_the_idle_watchdog_stops_once_the_body_is_in() -> None:
+    # A stream read to its end but never closed must not keep re-arming its timer forever.
+    async with OpenAIServer([HI], Faults(chunk_delay=0.01)) as server:  # the body comes late
+        client = HTTPClient(provider="test", timeout=Timeout(idle=0.05), max_retries=0)
+        try:
+            stream = client.open_stream(url(server), json=STREAM, headers={}, decoder=SSEDecoder())
+            await stream.__aenter__()
+            assert stream._watch is not None  # watched while the body streams
+            events = [event async for event in stream]
+            with anyio.fail_after(5):  # a hang guard only
+                while stream._watch is not None:  # polling: the timer has no event
+                    await anyio.sleep(0.02)
+            stream.close()
+        finally:
+            await client.aclose()
+    assert text_of(events) == "Hi!"
