@@ -229,3 +229,35 @@ def test_a_sync_stream_is_bounded_and_closes_when_dropped() -> None:
     time.sleep(0.05)
     assert model.produced == produced  # closed: nothing runs on
     assert produced < 20_000
+
+
+def test_a_slow_consumer_still_gets_every_chunk_in_order() -> None:
+    import time
+
+    model = Counting()
+    seen = 0
+    for i, chunk in enumerate(model.stream("q")):
+        assert chunk.content == "x"
+        seen = i + 1
+        if i % 4000 == 0:
+            time.sleep(0.02)  # the producer fills the queue and waits to be woken
+    assert seen == model.produced == 20_000
+
+
+def test_a_stream_that_fails_to_open_raises_instead_of_hanging() -> None:
+    from chatstream.errors import InputTypeError
+
+    outcome: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            list(FakeChatModel(responses=["a"]).stream(42))  # type: ignore[arg-type]
+        except BaseException as exc:  # recorded for the assertion below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=consume, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], InputTypeError)
