@@ -188,8 +188,8 @@ class _Channel(Generic[T]):
             if self._room is not None and size() <= _BUFFER // 2:
                 with self._lock:
                     room, self._room = self._room, None
-                if room is not None and self._loop is not None:
-                    self._loop.call_soon_threadsafe(_free, room)
+                if room is not None:
+                    room.get_loop().call_soon_threadsafe(_free, room)
             yield item
 
 
