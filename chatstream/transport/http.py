@@ -234,17 +234,16 @@ class HTTPClient:
                 if remaining is None
                 else self._pool.timeout.client_timeout(remaining)
             )
-            use = ConnectionUse()
             try:
-                response = await session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    trace_request_ctx=use,
-                )
+                with ConnectionUse() as use:
+                    response = await session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=timeout,
+                        allow_redirects=False,
+                    )
             except _CLIENT_ERRORS as exc:
                 if may_resend and use.reused and _is_stale_connection_error(exc):
                     # The server had closed this pooled connection while it sat idle (some
