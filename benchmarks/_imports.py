@@ -23,6 +23,11 @@ STATEMENTS = {
     "anyio, pydantic, jsonpatch (what import chatstream loads)": (
         "import anyio, pydantic, jsonpatch"
     ),
+    "pydantic, anyio, jsonpatch and one one-field model class (pydantic's own floor)": (
+        # Defining any model loads pydantic's schema machinery (and secrets, hmac, hashlib):
+        # what every pydantic library pays once, before its own first class.
+        "import anyio, jsonpatch, pydantic\nclass A(pydantic.BaseModel):\n    x: int"
+    ),
     "chatstream": "import chatstream",
     "chatstream.providers.openai": "import chatstream.providers.openai",
     "langchain_core": "import langchain_core",
