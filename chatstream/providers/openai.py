@@ -30,7 +30,7 @@ from ..messages import (
 from ..model import BaseChatModel
 from ..settings import PerCall, Stop
 from ..transport.http import HTTPClient, PoolStats, Timeout
-from ..transport.sse import SSEDecoder
+from ..transport.sse import SSEDataDecoder
 from ._chunks import new_chunk
 from ._common import (
     URL,
@@ -49,8 +49,6 @@ from ._http import Request, copy_settings, stream_chunks
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
-
-    from ..transport.sse import Event
 
 __all__ = ["ChatOpenAI", "Timeout"]
 
@@ -183,14 +181,13 @@ def _to_chunk(event: Any, *, n: int = 1) -> AIMessageChunk | None:
     Raises:
         ErrorEvent: The object is an error report (``{"error": ...}``).
     """
-    choice: dict[str, Any]
-    match event:
-        case {"error": error} if error:
-            raise ErrorEvent(error)
-        case {"choices": [dict() as choice]}:
-            pass
-        case _:
-            return None  # a usage-only chunk, or a shape that carries nothing for us
+    # Plain lookups rather than a `match`: its mapping and sequence patterns cost more than
+    # the rest of reading a content delta, and this runs once per token.
+    if event.get("error"):
+        raise ErrorEvent(event["error"])
+    choices = event.get("choices")
+    if type(choices) is not list or len(choices) != 1 or type(choice := choices[0]) is not dict:
+        return None  # a usage-only chunk, or a shape that carries nothing for us
     delta = choice.get("delta") or choice.get("message") or {}
     content = delta.get("content") or ""
     calls: list[ToolCallChunk] = []
@@ -316,9 +313,8 @@ class _StreamState:
         self.finished = False
         self.usage: UsageMetadata | None = None
 
-    def feed(self, event: Event) -> Sequence[AIMessageChunk]:
-        """The chunks of one SSE event; ``[DONE]`` ends the stream."""
-        data = event.data
+    def feed(self, data: str) -> Sequence[AIMessageChunk]:
+        """The chunks of one SSE event's data; ``[DONE]`` ends the stream."""
         if data.startswith("[DONE]"):
             self.done = True
             return ()
@@ -516,7 +512,7 @@ class ChatOpenAI(BaseChatModel):
         return stream_chunks(
             state.client,
             Request(url, payload, headers, secrets),
-            SSEDecoder(),
+            SSEDataDecoder(),
             response,
             on_json_body=response.feed_value,
             fallback=state.without_stream_options,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from codecs import utf_8_decode as _utf8_decode
 from dataclasses import dataclass
-from typing import NoReturn, final
+from typing import Any, ClassVar, NoReturn, final
 
 from chatstream.errors import ClosedError, StreamProtocolError
 
-__all__ = ["Event", "SSEDecoder"]
+__all__ = ["Event", "SSEDataDecoder", "SSEDecoder"]
 
 _EXCERPT = 200
 """Characters of an offending line kept in a `StreamProtocolError`."""
@@ -43,18 +43,8 @@ _set_event, _set_data, _set_id, _set_retry = (
 """The slot setters of `Event`, to build events in the hot loop without its ``__init__``."""
 
 
-@final
-class SSEDecoder:
-    """Incremental decoder of a ``text/event-stream`` body.
-
-    Feed it the body's bytes in pieces of any size, split anywhere (inside a UTF-8 sequence or
-    between a CR and its LF); each call returns the events completed by those bytes. The
-    decoder does no I/O and keeps a linear cost however long a line grows.
-
-    Args:
-        max_line_length: Most characters a line may hold (terminator excluded); ``None`` for
-            no limit. A longer line raises `StreamProtocolError` as soon as it is seen.
-    """
+class _EventStream:
+    """The event stream interpretation both decoders share; see `SSEDecoder`."""
 
     __slots__ = (
         "_carry",
@@ -122,19 +112,10 @@ class SSEDecoder:
             return self._pending
         return bool(self._parts or self._data or self._dirty or self._carry)
 
-    def feed(self, data: bytes) -> list[Event]:
-        """Decode the next bytes of the stream.
+    _data_only: ClassVar[bool] = False
+    """Whether a dispatched event is its data alone (`SSEDataDecoder`), not an `Event`."""
 
-        Args:
-            data: Any number of bytes, continuing the previous ones.
-
-        Returns:
-            The events dispatched by these bytes, in stream order (often none).
-
-        Raises:
-            StreamProtocolError: A line is longer than ``max_line_length``.
-            ClosedError: The decoder was already closed.
-        """
+    def _decode(self, data: bytes) -> list[Any]:
         if self._closed:
             raise ClosedError("SSEDecoder.feed() called after close()")
         if self._carry:
@@ -165,7 +146,7 @@ class SSEDecoder:
         # Splitting only the new text keeps the cost linear: bytes are never scanned twice.
         lines = text.split("\n")
         tail = lines.pop()
-        events: list[Event] = []
+        events: list[Any] = []
         if lines:
             if self._parts:
                 self._parts.append(lines[0])
@@ -179,21 +160,24 @@ class SSEDecoder:
                         self._too_long(line)
             # The interpretation loop is inlined here: it runs for every line of every stream.
             data_lines = self._data
+            data_only = self._data_only
             for line in lines:
                 if not line:
                     # Dispatch. The last event ID is committed even when nothing is dispatched.
                     self._last_event_id = self._id_buffer
                     if data_lines:
-                        # Event(...) would cost twice as much: a frozen dataclass's __init__
-                        # goes through object.__setattr__ for each field.
-                        event = _new(Event)
-                        _set_event(event, self._event_type or "message")
-                        _set_data(
-                            event, data_lines[0] if len(data_lines) == 1 else "\n".join(data_lines)
-                        )
-                        _set_id(event, self._id_buffer)
-                        _set_retry(event, self._retry_block)
-                        events.append(event)
+                        value = data_lines[0] if len(data_lines) == 1 else "\n".join(data_lines)
+                        if data_only:
+                            events.append(value)
+                        else:
+                            # Event(...) would cost twice as much: a frozen dataclass's
+                            # __init__ goes through object.__setattr__ for each field.
+                            event = _new(Event)
+                            _set_event(event, self._event_type or "message")
+                            _set_data(event, value)
+                            _set_id(event, self._id_buffer)
+                            _set_retry(event, self._retry_block)
+                            events.append(event)
                         data_lines.clear()  # the event holds its own string
                     if self._dirty:  # only a field line (`_field`) sets these
                         self._event_type = ""
@@ -210,24 +194,15 @@ class SSEDecoder:
                 self._too_long("".join(self._parts))
         return events
 
-    def close(self) -> list[Event]:
-        """End the stream.
-
-        Per the specification an event whose blank line never came is discarded, so this
-        returns no events; `pending` tells whether anything was discarded. Idempotent.
-
-        Returns:
-            Always an empty list (kept for symmetry with `feed`).
-        """
+    def _close(self) -> None:
         if self._closed:
-            return []
+            return
         self._pending = self.pending
         self._closed = True
         self._carry = b""
         self._parts.clear()
         self._parts_len = 0
         self._data = []
-        return []
 
     def _too_long(self, line: str) -> NoReturn:
         raise StreamProtocolError(
@@ -256,3 +231,76 @@ class SSEDecoder:
                 except ValueError:
                     # Past Python's int digit limit: no sane delay, so ignore it as junk.
                     pass
+
+
+@final
+class SSEDecoder(_EventStream):
+    """Incremental decoder of a ``text/event-stream`` body.
+
+    Feed it the body's bytes in pieces of any size, split anywhere (inside a UTF-8 sequence or
+    between a CR and its LF); each call returns the events completed by those bytes. The
+    decoder does no I/O and keeps a linear cost however long a line grows.
+
+    Args:
+        max_line_length: Most characters a line may hold (terminator excluded); ``None`` for
+            no limit. A longer line raises `StreamProtocolError` as soon as it is seen.
+    """
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Decode the next bytes of the stream.
+
+        Args:
+            data: Any number of bytes, continuing the previous ones.
+
+        Returns:
+            The events dispatched by these bytes, in stream order (often none).
+
+        Raises:
+            StreamProtocolError: A line is longer than ``max_line_length``.
+            ClosedError: The decoder was already closed.
+        """
+        return self._decode(data)
+
+    def close(self) -> list[Event]:
+        """End the stream.
+
+        Per the specification an event whose blank line never came is discarded, so this
+        returns no events; `pending` tells whether anything was discarded. Idempotent.
+
+        Returns:
+            Always an empty list (kept for symmetry with `feed`).
+        """
+        self._close()
+        return []
+
+
+@final
+class SSEDataDecoder(_EventStream):
+    """`SSEDecoder` for a protocol that reads only the data: each event is its data string.
+
+    For OpenAI's stream, whose events carry no type, id or retry that a client acts on. The
+    interpretation is the same; an event just skips being built as an `Event`, which is a
+    good part of the cost of decoding a small one.
+
+    Args:
+        max_line_length: As for `SSEDecoder`.
+    """
+
+    __slots__ = ()
+    _data_only = True
+
+    def feed(self, data: bytes) -> list[str]:
+        """Decode the next bytes of the stream; return the data of the events they dispatched.
+
+        Raises:
+            StreamProtocolError: A line is longer than ``max_line_length``.
+            ClosedError: The decoder was already closed.
+        """
+        return self._decode(data)
+
+    def close(self) -> list[str]:
+        """End the stream (an event whose blank line never came is discarded). Idempotent."""
+        self._close()
+        return []

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatstream.errors import ClosedError, StreamProtocolError
-from chatstream.transport.sse import Event, SSEDecoder
+from chatstream.transport.sse import Event, SSEDataDecoder, SSEDecoder
 
 
 def decode(*chunks: bytes) -> list[Event]:
@@ -55,6 +55,16 @@ def test_edge_cases(chunks: list[bytes], expected: list[str]) -> None:
     events = decode(*chunks)
     assert [event.data for event in events] == expected
     assert all(event.event == "message" for event in events)
+    assert data_only(chunks) == expected
+
+
+def data_only(chunks: list[bytes]) -> list[str]:
+    decoder = SSEDataDecoder()
+    out: list[str] = []
+    for chunk in chunks:
+        out += decoder.feed(chunk)
+    out += decoder.close()
+    return out
 
 
 def test_6_no_phantom_blank_line_between_cr_and_lf() -> None:
@@ -410,7 +420,10 @@ def test_any_split_of_a_stream_gives_the_same_result(
 ) -> None:
     lines, tail, raw = stream
     cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=12))
-    assert run(split(raw, cuts)) == reference(lines, tail)
+    expected = reference(lines, tail)
+    assert run(split(raw, cuts)) == expected
+    # The data decoder interprets alike: the same events, each as its data alone.
+    assert data_only(split(raw, cuts)) == [event.data for event in expected.events]
 
 
 # Byte soup from the tokens that matter, including invalid and partial UTF-8, so that splits
@@ -431,5 +444,7 @@ def test_any_split_of_arbitrary_bytes_gives_the_same_result(
 ) -> None:
     raw = b"".join(tokens)
     cuts = data.draw(st.lists(st.integers(0, len(raw)), max_size=20))
-    assert run(split(raw, cuts)) == run([raw])
-    assert run([raw[i : i + 1] for i in range(len(raw))]) == run([raw])
+    whole = run([raw])
+    assert run(split(raw, cuts)) == whole
+    assert run([raw[i : i + 1] for i in range(len(raw))]) == whole
+    assert data_only(split(raw, cuts)) == [event.data for event in whole.events]
