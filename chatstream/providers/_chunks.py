@@ -34,6 +34,21 @@ _set_extra = _slot_setter("__pydantic_extra__")
 _set_private = _slot_setter("__pydantic_private__")
 
 
+_FIELDS: dict[str, Any] = {
+    "type": "AIMessageChunk",
+    "content": "",
+    "name": None,
+    "id": None,
+    "additional_kwargs": None,
+    "response_metadata": None,
+    "tool_call_chunks": None,
+    "usage_metadata": None,
+}
+"""A chunk's ``__dict__``, in field order; `_build_chunk` fills in a copy."""
+_FIELDS_SET = {"content", "id", "additional_kwargs", "response_metadata", "tool_call_chunks"}
+"""The fields `_build_chunk` sets (each chunk gets its own mutable copy)."""
+
+
 def _build_chunk(
     content: str,
     chunk_id: str | None,
@@ -45,22 +60,15 @@ def _build_chunk(
     # costs 3.7 µs, this 0.8 µs, and the stream builds one per token. Every value was shaped
     # by the provider to the field's type; `_FAST_CHUNKS` checks the result at import.
     chunk = _object_new(AIMessageChunk)
-    _set_dict(
-        chunk,
-        {
-            "type": "AIMessageChunk",
-            "content": content,
-            "name": None,
-            "id": chunk_id,
-            "additional_kwargs": extra,
-            "response_metadata": metadata,
-            "tool_call_chunks": calls,
-            "usage_metadata": None,
-        },
-    )
-    _set_fields_set(
-        chunk, {"content", "id", "additional_kwargs", "response_metadata", "tool_call_chunks"}
-    )
+    # Copying filled-in templates is cheaper than building the dict and set from literals.
+    fields = _FIELDS.copy()
+    fields["content"] = content
+    fields["id"] = chunk_id
+    fields["additional_kwargs"] = extra
+    fields["response_metadata"] = metadata
+    fields["tool_call_chunks"] = calls
+    _set_dict(chunk, fields)
+    _set_fields_set(chunk, _FIELDS_SET.copy())
     _set_extra(chunk, None)
     _set_private(chunk, None)
     return chunk
@@ -86,6 +94,7 @@ def _same_chunk(a: AIMessageChunk, b: AIMessageChunk) -> bool:
     return (
         a == b
         and a.model_fields_set == b.model_fields_set
+        and type(a.model_fields_set) is type(b.model_fields_set)
         and a.model_dump() == b.model_dump()
         and repr(a) == repr(b)
     )

@@ -335,16 +335,17 @@ class _StreamState:
             else:
                 # Servers that repeat usage on every chunk (vLLM) send running totals.
                 self.usage = usage or self.usage
+        found: Sequence[AIMessageChunk]
         if choices and len(choices) > 1:
             chunks = [_to_chunk(event, n=self.n) for event in _split_choices(data)]
             found = [chunk for chunk in chunks if chunk is not None]
-        else:
+        else:  # the common case, once per token: one choice, or none
             chunk = _to_chunk(data, n=self.n)
             if chunk is None:
                 return ()
-            found = [chunk]
+            found = (chunk,)
         for chunk in found:
-            if chunk.response_metadata and "finish_reason" in chunk.response_metadata:
+            if "finish_reason" in chunk.response_metadata:
                 self.finished = True
         return found
 
