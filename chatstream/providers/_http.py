@@ -9,7 +9,6 @@ protocol's end marker), so it is written here once; a provider brings its wire m
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
 
@@ -112,11 +111,6 @@ async def stream_chunks(
             await items.drain()
     finally:
         items.close()
-    # One turn of the loop before the caller can send again: a server that closes the
-    # connection right after the body (some do, though the response said keep-alive) is then
-    # seen to have closed it, and the next request opens a new one instead of meeting the
-    # dead socket and being resent.
-    await asyncio.sleep(0)
     for chunk in state.final_chunks():
         yield chunk
 

@@ -8,6 +8,8 @@ size share a loop's session, so that a model made per call finds warm keep-alive
 from __future__ import annotations
 
 import asyncio
+import logging
+import select
 import weakref
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from aiohttp.tracing import Trace
 
 __all__ = ["ConnectionUse", "PoolStats", "SessionPool", "Timeout"]
+
+logger = logging.getLogger("chatstream.transport")
 
 _CLOSE_TIMEOUT = 5.0
 """Seconds closing one session (here or on another loop) may take."""
@@ -123,14 +127,43 @@ class _Connector(aiohttp.TCPConnector):
         traces: list[Trace],
         timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 (aiohttp's signature, overridden)
     ) -> Connection:
-        connection = await super().connect(req, traces, timeout)
-        use = _CURRENT_USE.get()
-        protocol = connection.protocol
-        if use is not None and protocol is not None:
-            served = self._served
-            use.reused = protocol in served
-            served.add(protocol)
-        return connection
+        served = self._served
+        while True:
+            connection = await super().connect(req, traces, timeout)
+            protocol = connection.protocol
+            if protocol is None:
+                return connection
+            if protocol not in served:
+                served.add(protocol)
+                return connection
+            if not _closed_by_peer(protocol):
+                if (use := _CURRENT_USE.get()) is not None:
+                    use.reused = True
+                return connection
+            # The server closed it while it sat idle, and the loop has not seen it yet: a
+            # back-to-back request outruns that. Looking at the socket, as httpcore and
+            # urllib3 do before reusing one, costs a poll instead of a failed request.
+            logger.debug("not reusing a pooled connection the server closed")
+            connection.close()
+
+
+def _closed_by_peer(protocol: ResponseHandler) -> bool:
+    """Whether an idle connection's socket is readable: closed by the server, or junk sent.
+
+    An idle HTTP/1.1 connection has nothing to read until it sends a request, so either way it
+    must not take one.
+    """
+    transport = protocol.transport
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        poller = select.poll()
+    except AttributeError:  # Windows: no poll (select's fd limit is of no concern there)
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
 
 
 async def _close_at_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:

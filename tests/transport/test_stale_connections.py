@@ -7,6 +7,7 @@ advertised keep-alive; the next request on the pooled connection then meets a cl
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import anyio
@@ -36,6 +37,11 @@ def resends(caplog: pytest.LogCaptureFixture) -> int:
     return sum("the pooled connection was closed" in r.getMessage() for r in caplog.records)
 
 
+def skipped(caplog: pytest.LogCaptureFixture) -> int:
+    """Pooled connections seen closed (their socket readable) before a request was sent."""
+    return sum("not reusing a pooled connection" in r.getMessage() for r in caplog.records)
+
+
 def retries(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if hasattr(record, "retry_delay")]
 
@@ -60,9 +66,29 @@ async def test_back_to_back_streams_succeed_without_retries(
         await client.aclose()
     # The resent requests never reached the handler: the server had closed those sockets.
     assert len(closing_server.requests) == CALLS
-    # Every call after the first found its pooled connection closed (unless the loop noticed
-    # the close first, in which case aiohttp skipped that connection itself).
-    assert 1 <= resends(caplog) <= CALLS - 1
+    # Every call after the first found its pooled connection closed: seen on its socket
+    # before sending, or met by the request and resent (unless the loop noticed the close
+    # first, in which case aiohttp skipped that connection itself).
+    assert 1 <= skipped(caplog) + resends(caplog) <= CALLS - 1
+
+
+async def test_a_connection_seen_closed_while_idle_is_not_sent_a_request(
+    closing_server: OpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = HTTPClient(provider="test", max_retries=0)
+    caplog.set_level(logging.DEBUG, logger="chatstream.transport")
+    url = closing_server.base_url + "/chat/completions"
+    try:
+        await read_all(client, url)
+        assert client.stats().idle == 1
+        # Blocking, so that the loop cannot process the server's close: only the socket says.
+        time.sleep(0.2)  # noqa: ASYNC251
+        events = await read_all(client, url)
+    finally:
+        await client.aclose()
+    assert events[-1].data == "[DONE]"
+    assert (skipped(caplog), resends(caplog)) == (1, 0)
+    assert len(closing_server.requests) == 2
 
 
 async def test_default_retries_spend_no_backoff_on_a_closed_connection(
@@ -76,7 +102,7 @@ async def test_default_retries_spend_no_backoff_on_a_closed_connection(
     finally:
         await client.aclose()
     assert retries(caplog) == []  # no budgeted retry, hence no backoff sleep
-    assert resends(caplog) >= 1
+    assert skipped(caplog) + resends(caplog) >= 1
     assert len(closing_server.requests) == CALLS
 
 
