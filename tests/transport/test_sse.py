@@ -60,11 +60,11 @@ def test_edge_cases(chunks: list[bytes], expected: list[str]) -> None:
 
 def data_only(chunks: list[bytes]) -> list[str]:
     decoder = SSEDataDecoder()
-    out: list[str] = []
-    for chunk in chunks:
-        out += decoder.feed(chunk)
-    out += decoder.close()
-    return out
+    return [data for chunk in [*chunks, None] for data in feed_or_close(decoder, chunk)]
+
+
+def feed_or_close(decoder: SSEDataDecoder, chunk: bytes | None) -> list[str]:
+    return decoder.close() if chunk is None else decoder.feed(chunk)
 
 
 def test_6_no_phantom_blank_line_between_cr_and_lf() -> None:
