@@ -1,9 +1,13 @@
 """The only bridge from sync code to the async API: one event loop on a daemon thread.
 
-Sync methods hand their async twin to `run` or `iterate`, which execute it on that loop through
-an anyio blocking portal; a stream's items come back over a thread-safe queue. This works from
-plain scripts, from many threads at once, and from a thread whose own event loop is running (a
-notebook cell), because the work never runs on the caller's loop.
+Sync methods hand their async twin to `run` or `iterate`, which execute it as a task on that
+loop; a stream's items come back over a thread-safe queue. This works from plain scripts, from
+many threads at once, and from a thread whose own event loop is running (a notebook cell),
+because the work never runs on the caller's loop.
+
+Tasks are started with one ``call_soon_threadsafe``, not an anyio portal: the portal's
+``start_task_soon`` waits for the loop to have started the task, a round trip across threads
+(40-80 µs) on every sync call.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import contextvars
 import os
 import queue
 import threading
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, final
 
 import anyio
 
@@ -23,82 +28,137 @@ from .errors import ChatStreamError
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+    from concurrent.futures import Future
     from contextlib import AbstractAsyncContextManager
-
-    from anyio.from_thread import BlockingPortal
 
 __all__ = ["iterate", "run"]
 
 T = TypeVar("T")
 
-_BUFFER = 256
+_BUFFER = 112
 """Items a sync ``stream`` may hold before the producer waits for the consumer.
 
-A trade: each wait costs a wake-up across threads (40-80 µs here), but items held in the
-queue outlive the collector's young generation, and each one promoted brings a full
-collection closer (about 100 ms each in a process with langchain loaded, at 1,024).
+A trade between two costs. Each wait is a round trip across threads: 40-150 µs on two cores
+(wake-ups, and caches moving between cores), paid once per ``_BUFFER`` items. But the items
+held count towards the collector's young generation (700 allocations; a chunk is about six):
+past it, a young collection finds them held, promotes them, and so brings on full
+collections (one of 80-90 ms with langchain loaded every ~100k chunks at 128 held, +0.9 µs a
+chunk). At 112, a collection rarely finds them.
 """
 
+
+class _Loop(NamedTuple):
+    """The bridge's running loop, its thread, and how to end it."""
+
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    stop: Callable[[], None]  # called on the loop
+    pid: int
+
+
 _lock = threading.Lock()
-_portal: BlockingPortal | None = None
-_thread: threading.Thread | None = None
-_pid = 0
+_bridge: _Loop | None = None
 
 
-def _serve(ready: threading.Event, holder: list[BlockingPortal]) -> None:
-    # Imported with the first sync call: `import chatstream` need not load anyio's thread tools.
-    from anyio.from_thread import BlockingPortal
+def _serve(ready: threading.Event, holder: list[_Loop]) -> None:
+    # Imported here: asyncio loads logging, which `import chatstream` need not.
+    from asyncio import get_running_loop
 
     async def main() -> None:
-        async with BlockingPortal() as portal:
-            holder.append(portal)
-            ready.set()
-            await portal.sleep_until_stopped()
+        stopped = anyio.Event()
+        holder.append(
+            _Loop(get_running_loop(), threading.current_thread(), stopped.set, os.getpid())
+        )
+        ready.set()
+        await stopped.wait()
 
+    # Once `main` returns, the runner cancels the tasks still running and lets them close
+    # what they hold (HTTP sessions) before the loop closes.
     anyio.run(main, backend="asyncio")
 
 
-def _get_portal() -> BlockingPortal:
-    global _portal, _thread, _pid
-    portal = _portal
-    if portal is not None and _pid == os.getpid():
-        if threading.current_thread() is _thread:
+def _get_loop() -> asyncio.AbstractEventLoop:
+    global _bridge
+    bridge = _bridge
+    if bridge is not None and bridge.pid == os.getpid():
+        if threading.current_thread() is bridge.thread:
             raise ChatStreamError(
                 "a sync chatstream method was called on chatstream's own event loop thread "
                 "(from a callback?); await the async method (ainvoke, astream, ...) instead"
             )
-        return portal
+        return bridge.loop
     with _lock:
-        if _portal is None or _pid != os.getpid():  # a forked child does not inherit the thread
+        if _bridge is None or _bridge.pid != os.getpid():  # a forked child has no such thread
             ready = threading.Event()
-            holder: list[BlockingPortal] = []
-            _thread = threading.Thread(
+            holder: list[_Loop] = []
+            thread = threading.Thread(
                 target=_serve, args=(ready, holder), name="chatstream-sync", daemon=True
             )
-            _thread.start()
+            thread.start()
             ready.wait()
-            _portal, _pid = holder[0], os.getpid()
-        return _portal
+            _bridge = holder[0]
+        return _bridge.loop
 
 
 @atexit.register
 def _shutdown() -> None:
     # Let the loop close what it holds (HTTP sessions) instead of dying mid-write with the thread.
-    portal, thread = _portal, _thread
-    if portal is None or thread is None or _pid != os.getpid() or not thread.is_alive():
+    bridge = _bridge
+    if bridge is None or bridge.pid != os.getpid() or not bridge.thread.is_alive():
         return
     try:
-        portal.start_task_soon(portal.stop, True)
-    except RuntimeError:  # the portal stopped already
+        bridge.loop.call_soon_threadsafe(bridge.stop)
+    except RuntimeError:  # the loop closed already
         return
-    thread.join(timeout=2)
+    bridge.thread.join(timeout=2)
 
 
-async def _in_context(context: contextvars.Context, func: Callable[[], Awaitable[T]]) -> T:
-    # The portal's task starts from the loop's context; carry the caller's (e.g. a parent run).
-    for var, value in context.items():
-        var.set(value)
+def _submit(func: Callable[[], Awaitable[T]]) -> Future[T]:
+    """Start ``func()`` as a task on the bridge's loop, in the caller's context, at once.
+
+    Cancelling the returned future cancels the task.
+    """
+    # Here, not at the top: concurrent.futures loads logging, which `import chatstream` need not.
+    from concurrent.futures import Future
+
+    loop = _get_loop()
+    future: Future[T] = Future()
+    loop.call_soon_threadsafe(_start, loop, func, future, contextvars.copy_context())
+    return future
+
+
+def _start(
+    loop: asyncio.AbstractEventLoop,
+    func: Callable[[], Awaitable[T]],
+    future: Future[T],
+    context: contextvars.Context,
+) -> None:
+    if future.cancelled():
+        return
+    task = context.run(loop.create_task, _awaited(func))  # the task runs in a copy of it
+    task.add_done_callback(partial(_settle, future))
+    future.add_done_callback(partial(_cancel, loop, task))
+
+
+def _cancel(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], future: Future[Any]) -> None:
+    # Runs in the thread that cancels the future (or in `_start`, if that happened meanwhile).
+    if future.cancelled():
+        with contextlib.suppress(RuntimeError):  # the loop closed: the task ended with it
+            loop.call_soon_threadsafe(task.cancel)
+
+
+async def _awaited(func: Callable[[], Awaitable[T]]) -> T:
     return await func()
+
+
+def _settle(future: Future[T], task: asyncio.Task[T]) -> None:
+    if task.cancelled():
+        future.cancel()
+    elif future.set_running_or_notify_cancel():  # False: the caller cancelled it meanwhile
+        if (error := task.exception()) is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(task.result())
 
 
 def run(func: Callable[[], Awaitable[T]]) -> T:
@@ -106,7 +166,7 @@ def run(func: Callable[[], Awaitable[T]]) -> T:
 
     If the caller is interrupted (``KeyboardInterrupt``), the async call is cancelled.
     """
-    future = _get_portal().start_task_soon(_in_context, contextvars.copy_context(), func)
+    future = _submit(func)
     try:
         return future.result()
     except BaseException:
@@ -122,13 +182,26 @@ _END = object()
 class _Channel(Generic[T]):
     """Items going from the producer task on the bridge's loop to the consumer's thread.
 
-    The consumer takes each item straight from a thread-safe queue: an item costs a put and a
-    get, not a trip to the loop (a task per batch), and the consumer sees it as soon as it
-    holds the GIL. Only a full queue costs a trip: the producer waits for room, and the
-    consumer wakes it once half the queue is taken.
+    Items cross in batches over a thread-safe queue: the producer collects them while it
+    runs and puts what it has whenever it would wait (for the network, say; a callback the
+    loop runs once the producer's task suspends) or once it holds `_BUFFER` items. A slow
+    stream's items so cross one by one, as soon as they exist; a fast one's cost a put and a
+    wake-up per batch, not per item. With `_BUFFER` items not yet taken, the producer waits
+    for room, which the consumer gives back once it has taken half of them.
     """
 
-    __slots__ = ("_lock", "_loop", "_queue", "_room", "_scope", "_stopped")
+    __slots__ = (
+        "_lock",
+        "_loop",
+        "_pending",
+        "_queue",
+        "_room",
+        "_scope",
+        "_sent",
+        "_spent",
+        "_stopped",
+        "_taken",
+    )
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -137,13 +210,15 @@ class _Channel(Generic[T]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scope: anyio.CancelScope | None = None
         self._stopped = False
+        self._pending: list[T] = []  # collected, not yet put (the producer's only)
+        self._sent = 0  # items put (written by the producer only)
+        self._taken = 0  # items the consumer has taken (written by the consumer only)
+        self._spent: list[list[T]] = []
 
     async def run(
-        self,
-        context: contextvars.Context,
-        open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterator[T]]],
+        self, open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterator[T]]]
     ) -> None:
-        """The producer task: pump the stream in the caller's context, then put the end."""
+        """The producer task: pump the stream, then put the end."""
         # Here, not at the top: asyncio loads logging, which `import chatstream` need not.
         from asyncio import get_running_loop
 
@@ -154,13 +229,10 @@ class _Channel(Generic[T]):
                     self._loop, self._scope = loop, scope
                     if self._stopped:  # the consumer stopped before this task started
                         scope.cancel()
-
-                async def pump() -> None:
-                    async with open_stream() as stream:
-                        await self._pump(stream, loop)
-
-                await _in_context(context, pump)
+                async with open_stream() as stream:
+                    await self._pump(stream, loop)
         finally:
+            self._flush()  # what came before an error, too
             self._queue.put(_END)
 
     def stop(self) -> None:
@@ -171,26 +243,46 @@ class _Channel(Generic[T]):
                 self._loop.call_soon_threadsafe(self._scope.cancel)
 
     async def _pump(self, stream: AsyncIterator[T], loop: asyncio.AbstractEventLoop) -> None:
-        put, size = self._queue.put, self._queue.qsize
+        flush = self._flush
         async for item in stream:
-            put(item)
-            if size() >= _BUFFER:
+            pending = self._pending
+            if not pending:
+                loop.call_soon(flush)  # runs once this task suspends
+            pending.append(item)
+            if len(pending) >= _BUFFER or self._sent - self._taken >= _BUFFER:
+                flush()
                 with self._lock:  # checked again: the consumer may have taken items since
-                    room = self._room = loop.create_future() if size() >= _BUFFER else None
+                    full = self._sent - self._taken >= _BUFFER
+                    room = self._room = loop.create_future() if full else None
                 if room is not None:
                     await room
+                    spent = self._spent
+                    while spent:
+                        spent.pop().clear()
 
-    def __iter__(self) -> Iterator[T]:
-        get, size = self._queue.get, self._queue.qsize
-        while (item := get()) is not _END:
-            # A producer waiting for room set `_room` while the queue held `_BUFFER` items,
-            # so this sees it before the queue runs dry.
-            if self._room is not None and size() <= _BUFFER // 2:
+    def _flush(self) -> None:
+        spent = self._spent
+        while spent:
+            spent.pop().clear()
+        if pending := self._pending:
+            self._pending = []
+            self._sent += len(pending)
+            self._queue.put(pending)
+
+    def __iter__(self) -> Iterator[list[T]]:
+        """The batches, each taken once the one before has been iterated."""
+        get = self._queue.get
+        while (batch := get()) is not _END:
+            yield batch
+            self._taken += len(batch)
+            self._spent.append(batch)
+            # A producer waiting for room set `_room` once `_BUFFER` items were put and not
+            # taken, so this sees it before the queue runs dry.
+            if self._room is not None and self._sent - self._taken <= _BUFFER // 2:
                 with self._lock:
                     room, self._room = self._room, None
                 if room is not None:
                     room.get_loop().call_soon_threadsafe(_free, room)
-            yield item
 
 
 def _free(room: asyncio.Future[None]) -> None:
@@ -207,13 +299,12 @@ def iterate(
     bounded buffer. Closing the returned generator (``break``, ``close()``, garbage
     collection) cancels that task, which closes the async stream.
     """
-    portal = _get_portal()
     channel: _Channel[T] = _Channel()
-    # Not `portal.start_task`: waiting for the task to start would cost a trip across threads.
-    future = portal.start_task_soon(channel.run, contextvars.copy_context(), open_stream)
+    future = _submit(partial(channel.run, open_stream))
     ended = False
     try:
-        yield from channel
+        for batch in channel:
+            yield from batch
         ended = True
         future.result()  # the producer's error, if it failed
     finally:

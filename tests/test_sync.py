@@ -261,3 +261,71 @@ def test_a_stream_that_fails_to_open_raises_instead_of_hanging() -> None:
     assert not worker.is_alive()
     assert len(outcome) == 1
     assert isinstance(outcome[0], InputTypeError)
+
+
+def test_an_interrupted_sync_call_cancels_its_async_call() -> None:
+    import signal
+
+    import anyio
+
+    from chatstream import sync
+
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            cancelled.set()
+            raise
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)  # Ctrl-C while the caller waits
+        with pytest.raises(KeyboardInterrupt):
+            sync.run(forever)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert started.is_set()
+    assert cancelled.wait(5)  # the async call did not run on for its 30 s
+
+
+def test_a_sync_call_keeps_its_own_context_changes() -> None:
+    from chatstream import sync
+
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="caller")
+
+    async def change() -> str:
+        marker.set("bridge")
+        return marker.get()
+
+    assert sync.run(change) == "bridge"
+    assert marker.get() == "caller"  # the call ran in a copy of the caller's context
+
+
+def test_items_made_before_a_wait_are_seen_during_it() -> None:
+    import anyio
+
+    class Burst(BaseChatModel):
+        """Three chunks at once, then a long wait for the next (as a network read may)."""
+
+        async def _astream(
+            self, messages: list[BaseMessage], *, stop: list[str] | None = None, **params: Any
+        ) -> AsyncIterator[AIMessageChunk]:
+            for piece in "abc":
+                yield AIMessageChunk(piece)
+            await anyio.sleep(30)
+            yield AIMessageChunk("late")
+
+    stream = Burst().stream("q")
+    seen: list[object] = []
+    reader = threading.Thread(target=lambda: seen.extend(next(stream).content for _ in "abc"))
+    reader.start()
+    reader.join(timeout=5)
+    assert seen == ["a", "b", "c"]  # not held back until more come or the buffer fills
+    stream.close()
