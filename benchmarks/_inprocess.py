@@ -25,6 +25,9 @@ CHATSTREAM = "chatstream"
 LANGCHAIN = "langchain-core"
 FLOOR_KEEP = "floor, keeping chunks"
 TRACED = "chatstream, tracing on"
+ASTREAM = "chatstream astream, same rounds"
+"""In the sync table: `astream` on the caller's own loop, run in turn with the sync calls, so
+the sync/async ratio compares runs of the same minutes (this machine's speed drifts)."""
 RUN_BUDGET = 20.0
 """Seconds one run may take; a contender expected to take longer at the next N is not run."""
 BUDGET = 30.0
@@ -110,6 +113,7 @@ def _sync_measures(n: int, loop: asyncio.AbstractEventLoop) -> dict[str, Callabl
     return {
         FLOOR: lambda: loop.run_until_complete(drain_floor(n)),
         CHATSTREAM: lambda: _drain_sync(ours.stream("q")),
+        ASTREAM: lambda: loop.run_until_complete(_drain(ours.astream("q"))),
         LANGCHAIN: lambda: _drain_sync(theirs.stream("q")),
     }
 
