@@ -129,12 +129,14 @@ class RateLimiter:
     def wait_for(self, tokens: int) -> float:
         """Seconds a call of ``tokens`` must wait now (0: it may start)."""
         now = self._clock()
-        waits = [self._paused_until - now]
-        for bucket, amount in ((self._requests, 1), (self._tokens, tokens)):
-            if bucket is not None:
-                bucket.refill(now)
-                waits.append(bucket.wait_for(amount))
-        return max(0.0, *waits)
+        wait = self._paused_until - now
+        if (requests := self._requests) is not None:
+            requests.refill(now)
+            wait = max(wait, requests.wait_for(1))
+        if (budget := self._tokens) is not None:
+            budget.refill(now)
+            wait = max(wait, budget.wait_for(tokens))
+        return max(wait, 0.0)
 
     def take(self, tokens: int) -> Reservation:
         """Take one request and ``tokens`` now (the buckets may go below zero)."""
@@ -143,6 +145,10 @@ class RateLimiter:
         if self._tokens is not None:
             self._tokens.level -= tokens
         return Reservation(tokens)
+
+    def try_take(self, tokens: int) -> Reservation | None:
+        """Take one request and ``tokens`` if a call may start now; ``None`` if it must wait."""
+        return self.take(tokens) if self.wait_for(tokens) <= 0 else None
 
     async def acquire(self, tokens: int) -> Reservation:
         """Wait until a call of (an estimated) ``tokens`` may start, and take them."""
@@ -230,25 +236,25 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 def estimate_tokens(texts: list[str], max_tokens: int | None) -> int:
     """A call's tokens before it runs: about four characters a token, plus its output budget."""
-    return sum(len(text) for text in texts) // 4 + (max_tokens or _DEFAULT_OUTPUT_TOKENS)
+    return sum(map(len, texts)) // 4 + (max_tokens or _DEFAULT_OUTPUT_TOKENS)
 
 
 async def limited_stream(
     limiter: RateLimiter, tokens: int, open_stream: Callable[[], AsyncIterator[AIMessageChunk]]
 ) -> AsyncGenerator[AIMessageChunk, None]:
     """``open_stream()``'s chunks, started once ``limiter`` allows; the usage settles it."""
-    reservation = await limiter.acquire(tokens)
+    # Most calls need not wait: taking at once spares them a coroutine.
+    reservation = limiter.try_take(tokens) or await limiter.acquire(tokens)
     used: int | None = None
     chunks = open_stream()
     try:
         async for chunk in chunks:
-            if chunk.usage_metadata is not None:
-                used = (used or 0) + chunk.usage_metadata["total_tokens"]
+            if (usage := chunk.usage_metadata) is not None:
+                used = (used or 0) + usage["total_tokens"]
             yield chunk
     finally:
         limiter.settle(reservation, used)
-        aclose = getattr(chunks, "aclose", None)
-        if aclose is not None:
+        if (aclose := getattr(chunks, "aclose", None)) is not None:
             await aclose()
 
 

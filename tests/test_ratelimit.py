@@ -37,6 +37,18 @@ def test_requests_wait_for_the_bucket_to_refill() -> None:
     assert limiter.wait_for(0) == 0
 
 
+def test_try_take_takes_only_what_may_be_spent_now() -> None:
+    clock = Clock()
+    limiter = RateLimiter(requests_per_minute=60, tokens_per_minute=600, clock=clock)
+    first = limiter.try_take(10)  # a burst of one request and 10 tokens
+    assert first is not None
+    assert first.tokens == 10
+    assert limiter.try_take(1) is None  # the request bucket is spent: nothing more is taken
+    clock.now += 1.0
+    assert limiter.wait_for(10) == 0  # so the refill is whole again
+    assert limiter.try_take(10) is not None
+
+
 def test_tokens_are_estimated_then_settled_from_usage() -> None:
     clock = Clock()
     limiter = RateLimiter(tokens_per_minute=600, clock=clock)  # 10 tokens/s, a burst of 10
