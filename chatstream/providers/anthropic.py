@@ -435,14 +435,12 @@ class _StreamState:
         cache_read = usage.get("cache_read_input_tokens", 0)
         cache_creation = usage.get("cache_creation_input_tokens", 0)
         details = {"cache_read": cache_read, "cache_creation": cache_creation}
-        usage_chunk = AIMessageChunk(
-            usage_metadata=usage_metadata(
-                usage.get("input_tokens", 0) + cache_read + cache_creation,
-                usage.get("output_tokens", 0),
-                input_details={name: count for name, count in details.items() if count},
-            )
+        total = usage_metadata(
+            usage.get("input_tokens", 0) + cache_read + cache_creation,
+            usage.get("output_tokens", 0),
+            input_details={name: count for name, count in details.items() if count},
         )
-        return (usage_chunk,)
+        return (new_chunk("", None, [], {}, {}, total),)
 
 
 # -- the model ----------------------------------------------------------------------------------

@@ -225,14 +225,10 @@ def _to_chunk(
         case {"done": True}:
             content, calls = _message_parts(line.get("message"), calls_before, new_id)
             metadata = _done_metadata(line, had_calls=bool(calls_before or calls))
-            return AIMessageChunk(
-                content,
-                tool_call_chunks=calls,
-                response_metadata=metadata,
-                usage_metadata=usage_metadata(
-                    int(line.get("prompt_eval_count") or 0), int(line.get("eval_count") or 0)
-                ),
+            usage = usage_metadata(
+                int(line.get("prompt_eval_count") or 0), int(line.get("eval_count") or 0)
             )
+            return new_chunk(content, None, calls, {}, metadata, usage)
         case {"message": dict(message)}:
             content, calls = _message_parts(message, calls_before, new_id)
             if not (content or calls):

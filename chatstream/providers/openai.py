@@ -363,7 +363,7 @@ class _StreamState:
 
     def final_chunks(self) -> Sequence[AIMessageChunk]:
         """The usage, once, after the whole response."""
-        return () if self.usage is None else (AIMessageChunk(usage_metadata=self.usage),)
+        return () if self.usage is None else (new_chunk("", None, [], {}, {}, self.usage),)
 
 
 @final

@@ -314,11 +314,7 @@ class HTTPClient:
 
 @final
 class ResponseStream(Generic[T]):
-    """A streamed response body as decoded items; made by `HTTPClient.open_stream`.
-
-    Attributes:
-        content_type: The response's media type (``"text/event-stream"``, ...), once entered.
-    """
+    """A streamed response body as decoded items; made by `HTTPClient.open_stream`."""
 
     __slots__ = (
         "_body",
@@ -336,7 +332,6 @@ class ResponseStream(Generic[T]):
         "_url",
         "_waiting_since",
         "_watch",
-        "content_type",
     )
 
     def __init__(
@@ -364,7 +359,6 @@ class ResponseStream(Generic[T]):
         self._idle: float | None = None
         self._watch: asyncio.TimerHandle | None = None
         self._waiting_since: float | None = None
-        self.content_type = ""
 
     async def __aenter__(self) -> Self:
         response = await self._client._send(
@@ -372,9 +366,22 @@ class ResponseStream(Generic[T]):
         )
         self._response = response
         self._content = response.content
-        self.content_type = response.content_type
         self._watch_idle(response)
         return self
+
+    @property
+    def content_type(self) -> str:
+        """The response's media type (``"text/event-stream"``, ...), once entered.
+
+        Read when asked: aiohttp's ``content_type`` parses the header as a MIME header
+        (several µs), on every response.
+        """
+        if self._response is None:
+            return ""
+        raw = self._response.headers.get("Content-Type")
+        if raw is None:
+            return "application/octet-stream"  # as aiohttp and RFC 9110 take a missing one
+        return raw.partition(";")[0].strip().lower()
 
     def _watch_idle(self, response: aiohttp.ClientResponse) -> None:
         """Time the silences of the body here, with one timer, instead of in aiohttp.
