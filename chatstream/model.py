@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from . import _batch, _model_tools, _sync_twins, runlog
 from ._compat import Self, TypedDict, override
 from ._config import check_config, unknown_setting
+from ._context import CURRENT_RUN
 from .cache import Cache, cache_key, cached_stream, get_default_cache
 from .callbacks import Callbacks
 from .errors import ClosedError
@@ -223,17 +224,19 @@ class BaseChatModel(BaseModel, ABC):
             stream = self._open_stream(run)
             # The run is the current one only while the provider works, so that calls it
             # makes become its children; the caller's context never sees it.
-            token = run.enter()
+            # The context variable's own methods, not Run.enter/leave: two calls less a chunk.
+            enter, leave = CURRENT_RUN.set, CURRENT_RUN.reset
+            token = enter(run)
             observing = False
             async for chunk in stream:
-                run.leave(token)
+                leave(token)
                 token = None
                 if (pending := run.add_chunk(chunk)) is not None:
                     observing = True
                     await pending
                     observing = False
                 yield chunk
-                token = run.enter()
+                token = enter(run)
         except Exception as exc:
             error, pending = run.fail(exc, wrap=not observing)
             if pending is not None:
