@@ -187,7 +187,8 @@ class _Channel(Generic[T]):
     loop runs once the producer's task suspends) or once it holds `_BUFFER` items. A slow
     stream's items so cross one by one, as soon as they exist; a fast one's cost a put and a
     wake-up per batch, not per item. With `_BUFFER` items not yet taken, the producer waits
-    for room, which the consumer gives back once it has taken half of them.
+    for room, which the consumer gives back once it has taken half of them. Iterated
+    batches go back to the producer (`_spent`), which frees their items.
     """
 
     __slots__ = (
@@ -213,7 +214,7 @@ class _Channel(Generic[T]):
         self._pending: list[T] = []  # collected, not yet put (the producer's only)
         self._sent = 0  # items put (written by the producer only)
         self._taken = 0  # items the consumer has taken (written by the consumer only)
-        self._spent: list[list[T]] = []
+        self._spent: list[list[T]] = []  # iterated batches (appended by the consumer only)
 
     async def run(
         self, open_stream: Callable[[], AbstractAsyncContextManager[AsyncIterator[T]]]
@@ -256,14 +257,17 @@ class _Channel(Generic[T]):
                     room = self._room = loop.create_future() if full else None
                 if room is not None:
                     await room
-                    spent = self._spent
-                    while spent:
-                        spent.pop().clear()
+                    self._free_spent()
 
-    def _flush(self) -> None:
+    def _free_spent(self) -> None:
+        # The consumer hands the batches it has iterated back: their chunks are freed here,
+        # where they were made, so their memory is not written from the consumer's core too.
         spent = self._spent
         while spent:
             spent.pop().clear()
+
+    def _flush(self) -> None:
+        self._free_spent()
         if pending := self._pending:
             self._pending = []
             self._sent += len(pending)
