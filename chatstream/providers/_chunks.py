@@ -90,21 +90,15 @@ def _validated_chunk(
     metadata: dict[str, Any],
     usage: UsageMetadata | None = None,
 ) -> AIMessageChunk:
-    if usage is None:  # not passed at all: then it is not among the fields set
-        return AIMessageChunk(
-            content,
-            id=chunk_id,
-            tool_call_chunks=calls,
-            additional_kwargs=extra,
-            response_metadata=metadata,
-        )
+    # Usage passed only when given: passed as None, it would count among the fields set.
+    usage_field: dict[str, Any] = {} if usage is None else {"usage_metadata": usage}
     return AIMessageChunk(
         content,
         id=chunk_id,
         tool_call_chunks=calls,
         additional_kwargs=extra,
         response_metadata=metadata,
-        usage_metadata=usage,
+        **usage_field,
     )
 
 
