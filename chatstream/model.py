@@ -251,7 +251,7 @@ class BaseChatModel(BaseModel, ABC):
             raise
         finally:
             if token is not None:
-                run.leave(token)
+                CURRENT_RUN.reset(token)
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
