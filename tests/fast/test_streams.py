@@ -213,7 +213,8 @@ async def test_odd_ollama_lines_give_the_same_chunks() -> None:
     arguments = fast[1]["tool_call_chunks"][0]["args"]
     assert json.loads(arguments)["n"] == BIG
     assert type(json.loads(arguments)["n"]) is int
-    assert fast[-1]["response_metadata"]["total_duration"] == BIG
+    reported = fast[-1]["response_metadata"]["total_duration"]  # Ollama's counter, as sent
+    assert reported == BIG
 
 
 @pytest.mark.parametrize(
