@@ -6,13 +6,26 @@ import threading
 
 import anyio
 import anyio.lowlevel
+import pytest
 
 from chatstream.providers.llamacpp import _AHEAD, _Handoff, _Item
 
 
-async def test_the_worker_runs_at_most_the_bound_ahead_and_every_piece_arrives() -> None:
+def _token(waiting: bool) -> anyio.lowlevel.EventLoopToken:
+    token = anyio.lowlevel.current_token()
+    if not waiting:
+        return token
+    # As anyio before run_sync_soon (4.11 has none): the hand-off waits for the loop instead.
+    old = type("OldBackend", (token.backend_class,), {"run_sync_soon": None})
+    return anyio.lowlevel.EventLoopToken(old, token.native_token)
+
+
+@pytest.mark.parametrize("waiting", [False, True], ids=["run_sync_soon", "older anyio"])
+async def test_the_worker_runs_at_most_the_bound_ahead_and_every_piece_arrives(
+    waiting: bool,
+) -> None:
     send, receive = anyio.create_memory_object_stream[_Item](_AHEAD)
-    handoff = _Handoff(send, threading.Event(), anyio.lowlevel.current_token())
+    handoff = _Handoff(send, threading.Event(), _token(waiting))
     put: list[int] = []
 
     def worker() -> None:
